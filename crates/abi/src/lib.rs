@@ -1,0 +1,272 @@
+//! The one definition of what crosses the kernel/user boundary in herdwatch.
+//!
+//! The eBPF programs in `node-agent-ebpf` fill these `#[repr(C)]` records and submit them
+//! to the `EVENTS` ring buffer; the node agent reads the bytes back with [`decode`] (behind
+//! the `user` feature). Every record starts with an [`EventHeader`] whose `kind` says which
+//! record follows. Layouts have explicit padding and compile-time size and offset asserts,
+//! so a change on one side that the other does not follow fails the build, not the decode.
+#![no_std]
+
+use core::mem::{offset_of, size_of};
+
+/// Bytes of a path (executable or opened file) copied from the kernel, NUL included.
+pub const MAX_PATH: usize = 256;
+/// Bytes of the NUL-separated argv block copied from the new process image.
+pub const MAX_ARGV: usize = 512;
+/// Syscall numbers covered by the per-cgroup first-sighting bitmap (x86_64 tops out near 470).
+pub const SYSCALL_BITMAP_WORDS: usize = 8;
+pub const MAX_SYSCALL_NR: u32 = (SYSCALL_BITMAP_WORDS * 64) as u32;
+
+/// Name of the ring buffer map the programs submit to.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU array of lost-event counters, indexed by [`EventKind`].
+pub const LOST_MAP: &str = "LOST";
+/// Name of the per-CPU array of emitted-event counters, indexed by [`EventKind`].
+pub const EMITTED_MAP: &str = "EMITTED";
+
+/// Which record follows the header. The value indexes the LOST and EMITTED counter arrays.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Exec = 1,
+    Exit = 2,
+    Syscall = 3,
+    Net = 4,
+    File = 5,
+    Identity = 6,
+}
+
+/// Length of the per-kind counter arrays (index 0 is unused).
+pub const EVENT_KIND_SLOTS: u32 = 7;
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Exec,
+        EventKind::Exit,
+        EventKind::Syscall,
+        EventKind::Net,
+        EventKind::File,
+        EventKind::Identity,
+    ];
+
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => EventKind::Exec,
+            2 => EventKind::Exit,
+            3 => EventKind::Syscall,
+            4 => EventKind::Net,
+            5 => EventKind::File,
+            6 => EventKind::Identity,
+            _ => return None,
+        })
+    }
+
+    /// Stable lower-case name, used as the `kind` label and in `observe` output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Exec => "exec",
+            EventKind::Exit => "exit",
+            EventKind::Syscall => "syscall",
+            EventKind::Net => "net",
+            EventKind::File => "file",
+            EventKind::Identity => "identity",
+        }
+    }
+}
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// Thread group id: the pid as user space knows it.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Real uid and gid of the task when the event fired.
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+    /// `bpf_get_current_cgroup_id()`: the inode of the task's cgroup v2 directory.
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, suspend included.
+    pub ktime_ns: u64,
+}
+
+/// Flags of [`ExecEvent::flags`].
+pub const EXEC_ARGV_TRUNCATED: u32 = 1;
+pub const EXEC_FILENAME_TRUNCATED: u32 = 2;
+
+/// A successful execve/execveat (`sched_process_exec`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Thread group id of the real parent.
+    pub ppid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// `EXEC_*` flags.
+    pub flags: u32,
+    /// Valid bytes in `filename` (without the NUL).
+    pub filename_len: u32,
+    /// Valid bytes in `argv`: arguments separated (and usually ended) by NUL.
+    pub argv_len: u32,
+    /// The task's start time (`task_struct.start_time`, ns since boot, monotonic): with the
+    /// pid it identifies a process even after pid reuse.
+    pub start_time_ns: u64,
+    /// The path that was executed, as the kernel resolved it for the binprm.
+    pub filename: [u8; MAX_PATH],
+    pub argv: [u8; MAX_ARGV],
+}
+
+/// A process (thread group leader) exited (`sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// Exit status as `wait(2)` encodes it.
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+/// The first time a syscall number was seen in a cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallEvent {
+    pub header: EventHeader,
+    pub nr: u32,
+    pub _pad: u32,
+}
+
+/// [`NetEvent::op`] values.
+pub const NET_CONNECT: u8 = 1;
+pub const NET_ACCEPT: u8 = 2;
+pub const NET_LISTEN: u8 = 3;
+pub const NET_UDP_SEND: u8 = 4;
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A network flow endpoint, first sighting per (cgroup, op, peer) in the kernel.
+/// Ports are in host byte order; addresses are in network order (IPv4 in the first 4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetEvent {
+    pub header: EventHeader,
+    /// `NET_*`.
+    pub op: u8,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u8,
+    pub _pad0: u8,
+    /// Local port (the listening port for `NET_LISTEN`).
+    pub sport: u16,
+    /// Remote port (0 for `NET_LISTEN`).
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// [`FileEvent::access`] bits.
+pub const ACCESS_READ: u32 = 1;
+pub const ACCESS_WRITE: u32 = 2;
+pub const ACCESS_CREATE: u32 = 4;
+/// [`FileEvent::flags`] bit: the path did not fit in `MAX_PATH`.
+pub const FILE_PATH_TRUNCATED: u32 = 1;
+
+/// A file open, first sighting per (cgroup, path, access) in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent {
+    pub header: EventHeader,
+    /// `ACCESS_*` bits derived from the open flags.
+    pub access: u32,
+    /// `FILE_*` flags.
+    pub flags: u32,
+    /// The raw `O_*` flags passed to open.
+    pub open_flags: u32,
+    /// Valid bytes in `path` (without the NUL).
+    pub path_len: u32,
+    /// The path as the process passed it (relative paths are relative to its cwd).
+    pub path: [u8; MAX_PATH],
+}
+
+/// The syscall number is in [`IdentityEvent::syscall_nr`]; `args` holds the requested ids
+/// (`u32::MAX` is "-1, unchanged"), or for capset the effective, permitted and inheritable
+/// low words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IdentityEvent {
+    pub header: EventHeader,
+    pub syscall_nr: u32,
+    /// The syscall's return value.
+    pub ret: i32,
+    pub old_uid: u32,
+    pub old_gid: u32,
+    pub new_uid: u32,
+    pub new_gid: u32,
+    pub args: [u32; 3],
+    pub _pad: u32,
+}
+
+// Layouts are checked here, once, for both sides.
+const _: () = assert!(size_of::<EventHeader>() == 40);
+const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 24);
+const _: () = assert!(offset_of!(EventHeader, ktime_ns) == 32);
+const _: () = assert!(size_of::<ExecEvent>() == 40 + 24 + 8 + MAX_PATH + MAX_ARGV);
+const _: () = assert!(offset_of!(ExecEvent, start_time_ns) == 64);
+const _: () = assert!(offset_of!(ExecEvent, filename) == 72);
+const _: () = assert!(offset_of!(ExecEvent, argv) == 72 + MAX_PATH);
+const _: () = assert!(size_of::<ExitEvent>() == 48);
+const _: () = assert!(size_of::<SyscallEvent>() == 48);
+const _: () = assert!(size_of::<NetEvent>() == 80);
+const _: () = assert!(offset_of!(NetEvent, saddr) == 48);
+const _: () = assert!(size_of::<FileEvent>() == 56 + MAX_PATH);
+const _: () = assert!(offset_of!(FileEvent, path) == 56);
+const _: () = assert!(size_of::<IdentityEvent>() == 80);
+const _: () = assert!(offset_of!(IdentityEvent, args) == 64);
+
+/// Value of the per-cgroup syscall bitmap map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallBitmap {
+    pub bits: [u64; SYSCALL_BITMAP_WORDS],
+}
+const _: () = assert!(size_of::<SyscallBitmap>() == 64);
+
+/// Key of the network first-sighting LRU map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetKey {
+    pub cgroup_id: u64,
+    pub op: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub _pad0: u8,
+    pub port: u16,
+    pub _pad1: u16,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<NetKey>() == 32);
+
+/// Key of the file first-sighting LRU map. `path` must be zero past the NUL so that equal
+/// paths give equal keys.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileKey {
+    pub cgroup_id: u64,
+    pub access: u32,
+    pub _pad: u32,
+    pub path: [u8; MAX_PATH],
+}
+const _: () = assert!(size_of::<FileKey>() == 16 + MAX_PATH);
+
+#[cfg(feature = "user")]
+mod user;
+#[cfg(feature = "user")]
+pub use user::*;

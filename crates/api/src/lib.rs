@@ -1,0 +1,1 @@
+//! herdwatch's custom resources.

@@ -1,0 +1,1 @@
+//! herdwatch's behaviour model. Pure logic, no IO: every decision is made and tested here.

@@ -1,0 +1,2 @@
+//! herdwatch node agent.
+fn main() {}

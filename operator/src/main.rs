@@ -1,0 +1,2 @@
+//! herdwatch operator.
+fn main() {}
