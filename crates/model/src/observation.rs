@@ -1,0 +1,536 @@
+//! Observations: what one agent saw one workload do, published as a compact, bounded,
+//! idempotent delta.
+//!
+//! # The channel
+//!
+//! Each agent keeps one [`Observation`] per (workload, container, image digest) on its node
+//! and publishes it as one `BehaviorObservation` object, named by [`Observation::object_name`],
+//! written by server-side apply with the agent's field manager. The agent never writes per
+//! event: [`Observation::observe`] reports a change only when something *material* happened
+//! (a new entry, a new replica, wider file access, a last-seen time that moved by at least
+//! [`LAST_SEEN_GRANULARITY`], a new loss count), and the agent applies changed observations at
+//! most once per publish interval. Steady state is therefore no writes at all, and the worst
+//! case is one small write per (workload, node) per interval.
+//!
+//! The object holds the agent's whole accumulated observation, not the change since the last
+//! write. Merging it into a profile ([`crate::profile::Profile::merge_observation`]) is
+//! idempotent (min/max times, set unions, maxima of counters), so the operator may merge the
+//! same object any number of times, in any order with other nodes' objects, and a missed
+//! watch event only delays a merge. An agent that restarts reads its own objects back (they
+//! carry a node label) and seeds its accumulators from them, so nothing it had published is
+//! lost; a new `agentStarted` tells the operator the loss counter restarted.
+//!
+//! Size is bounded by the same per-category [`Limits`] as profiles; entries past them are
+//! counted in `dropped`, which keeps the profile from being promoted as complete.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::behavior::{
+    Access, BehaviorSet, EgressRule, Entry, FileRule, Limits, ListenRule, Merged, ProcessRule,
+    Rule, Rules, Seen, SyscallRule,
+};
+use crate::event::{Event, EventKind};
+use crate::net::Cidr;
+use crate::sketch::{fnv1a64, ReplicaId, WorkloadReplicas};
+use crate::time::{max_time, Timestamp};
+
+/// A last-seen time moving by less than this is not worth a write.
+pub const LAST_SEEN_GRANULARITY: Duration = Duration::from_secs(300);
+
+/// Which workload container an observation is about. With the image digest, this is the
+/// learning key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Kind of the top-level owner: Deployment, StatefulSet, DaemonSet, Job, CronJob, or Pod
+    /// for a pod without owner.
+    pub owner_kind: String,
+    /// Name of the top-level owner.
+    pub owner_name: String,
+    /// Container name.
+    pub container: String,
+}
+
+/// One agent's accumulated observation of one workload container running one image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// The workload container.
+    pub workload: WorkloadKey,
+    /// Image digest (`sha256:…`) of the container.
+    pub image_digest: String,
+    /// The node the agent runs on.
+    pub node: String,
+    /// When this agent instance started; a new value means its loss counter restarted.
+    pub agent_started: Timestamp,
+    /// When the content last changed materially.
+    pub updated: Timestamp,
+    /// What was seen.
+    pub behavior: BehaviorSet,
+    /// Replicas (pods) of the workload this agent watched.
+    pub replicas: WorkloadReplicas,
+    /// Of those, replicas whose container started before the agent attached.
+    pub late_attach: WorkloadReplicas,
+    /// Events this agent lost (ring buffer full, maps full) while any of these replicas ran.
+    pub events_lost: u64,
+    /// Entries not recorded because a category was at its limit.
+    pub dropped: u64,
+}
+
+/// Turns a file path into the prefix that learning records, so that generated names do not
+/// each become an entry: the path is cut before the first component that looks generated (a
+/// number, such as a pid under `/proc`, or a long run of hex digits, such as a hash or UUID),
+/// and under scratch directories (`/tmp`, `/var/tmp`, `/dev/shm`, `/run`) only the directory
+/// is kept.
+pub fn learned_file_prefix(path: &str) -> String {
+    const SCRATCH: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
+    for s in SCRATCH {
+        if path == *s
+            || path
+                .strip_prefix(s)
+                .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return (*s).to_owned();
+        }
+    }
+    let mut end = 0;
+    for component in path.split('/').skip(1) {
+        if looks_generated(component) {
+            break;
+        }
+        end += 1 + component.len();
+    }
+    crate::behavior::normalize_prefix(&path[..end])
+}
+
+fn looks_generated(component: &str) -> bool {
+    let digits = component.bytes().filter(u8::is_ascii_digit).count();
+    let hexish = component
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'-');
+    (!component.is_empty() && digits == component.len())
+        || (component.len() >= 12 && hexish && digits > 0)
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Records `rule` seen at `at` by `replica`, reporting only material changes.
+fn observe_rule<R: Rule>(
+    rules: &mut Rules<R>,
+    rule: R,
+    at: Timestamp,
+    replica: ReplicaId,
+    limit: usize,
+) -> Merged {
+    let fresh = Entry {
+        rule,
+        seen: Seen::once(at, replica),
+    };
+    match rules.get(fresh.rule.key()) {
+        Some(existing) => {
+            let widens = fresh.rule.minus(&existing.rule).is_some();
+            let new_replica = existing.seen.replicas.would_insert(replica);
+            let moved = existing
+                .seen
+                .last_seen
+                .is_none_or(|last| at.since(last) >= LAST_SEEN_GRANULARITY);
+            if widens || new_replica || moved {
+                rules.merge_entry(&fresh, limit)
+            } else {
+                Merged::Unchanged
+            }
+        }
+        None => rules.merge_entry(&fresh, limit),
+    }
+}
+
+impl Observation {
+    /// An empty observation.
+    pub fn new(
+        workload: WorkloadKey,
+        image_digest: &str,
+        node: &str,
+        agent_started: Timestamp,
+    ) -> Self {
+        Self {
+            workload,
+            image_digest: image_digest.to_owned(),
+            node: node.to_owned(),
+            agent_started,
+            updated: agent_started,
+            behavior: BehaviorSet::new(),
+            replicas: WorkloadReplicas::new(),
+            late_attach: WorkloadReplicas::new(),
+            events_lost: 0,
+            dropped: 0,
+        }
+    }
+
+    /// The `BehaviorObservation` object name: readable owner and node, plus a stable hash of
+    /// the whole key, at most 63 characters.
+    pub fn object_name(&self) -> String {
+        let w = &self.workload;
+        let key = format!(
+            "{}\0{}\0{}\0{}\0{}\0{}",
+            w.namespace, w.owner_kind, w.owner_name, w.container, self.image_digest, self.node
+        );
+        let hash = fnv1a64(key.as_bytes());
+        let readable: String = format!("{}-{}", w.owner_name, self.node)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(46)
+            .collect();
+        let readable = readable.trim_matches('-');
+        if readable.is_empty() {
+            format!("obs-{hash:016x}")
+        } else {
+            format!("{readable}-{hash:016x}")
+        }
+    }
+
+    /// Notes that the agent watches `replica`, which started before the agent attached when
+    /// `late`. Returns whether that is new.
+    pub fn attach_replica(&mut self, replica: ReplicaId, late: bool, now: Timestamp) -> bool {
+        let mut changed = self.replicas.insert(replica);
+        if late {
+            changed |= self.late_attach.insert(replica);
+        }
+        if changed {
+            self.updated = now;
+        }
+        changed
+    }
+
+    /// Sets the agent's count of lost events; returns whether it changed.
+    pub fn set_events_lost(&mut self, total: u64, now: Timestamp) -> bool {
+        if total > self.events_lost {
+            self.events_lost = total;
+            self.updated = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records one event seen in `replica` at `now`. Returns whether the observation changed
+    /// materially, i.e. whether it needs publishing.
+    pub fn observe(
+        &mut self,
+        event: &Event<'_>,
+        replica: ReplicaId,
+        now: Timestamp,
+        limits: &Limits,
+    ) -> bool {
+        let p = &event.process;
+        let b = &mut self.behavior;
+        let merged = match event.kind {
+            EventKind::Exec => observe_rule(
+                &mut b.processes,
+                ProcessRule {
+                    exe: p.exe.to_owned(),
+                    argv: None,
+                    uid: Some(p.uid),
+                },
+                now,
+                replica,
+                limits.processes,
+            ),
+            EventKind::SetUid { uid } => observe_rule(
+                &mut b.processes,
+                ProcessRule {
+                    exe: p.exe.to_owned(),
+                    argv: None,
+                    uid: Some(uid),
+                },
+                now,
+                replica,
+                limits.processes,
+            ),
+            EventKind::Syscall { name } => observe_rule(
+                &mut b.syscalls,
+                SyscallRule {
+                    name: name.to_owned(),
+                },
+                now,
+                replica,
+                limits.syscalls,
+            ),
+            EventKind::Connect { ip, port, protocol } => observe_rule(
+                &mut b.egress,
+                EgressRule {
+                    peer: Cidr::host(unmap(ip)),
+                    port: Some(port),
+                    protocol,
+                },
+                now,
+                replica,
+                limits.egress,
+            ),
+            EventKind::Listen { port, protocol } => observe_rule(
+                &mut b.listen,
+                ListenRule { port, protocol },
+                now,
+                replica,
+                limits.listen,
+            ),
+            EventKind::File { path, access } => observe_rule(
+                &mut b.files,
+                FileRule::new(
+                    &learned_file_prefix(path),
+                    if access.is_empty() {
+                        Access::READ
+                    } else {
+                        access
+                    },
+                ),
+                now,
+                replica,
+                limits.files,
+            ),
+        };
+        let changed = match merged {
+            Merged::Added | Merged::Widened | Merged::Refreshed => true,
+            Merged::Unchanged => false,
+            Merged::Dropped => {
+                self.dropped += 1;
+                // Counting drops is worth a write only when it first happens.
+                self.dropped == 1
+            }
+        };
+        if changed {
+            self.updated = now;
+        }
+        changed
+    }
+
+    /// The latest first sighting of any entry (when the observation last learned something).
+    pub fn newest_entry(&self) -> Option<Timestamp> {
+        fn newest<R: Rule>(r: &Rules<R>) -> Option<Timestamp> {
+            r.entries().iter().filter_map(|e| e.seen.first_seen).max()
+        }
+        let b = &self.behavior;
+        [
+            newest(&b.processes),
+            newest(&b.syscalls),
+            newest(&b.egress),
+            newest(&b.listen),
+            newest(&b.files),
+        ]
+        .into_iter()
+        .fold(None, max_time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Process;
+    use crate::net::Protocol;
+
+    fn key() -> WorkloadKey {
+        WorkloadKey {
+            namespace: "shop".into(),
+            owner_kind: "Deployment".into(),
+            owner_name: "web".into(),
+            container: "nginx".into(),
+        }
+    }
+
+    fn obs() -> Observation {
+        Observation::new(key(), "sha256:aaaa", "node-1", Timestamp(1000))
+    }
+
+    #[test]
+    fn only_material_changes_ask_for_a_write() {
+        let mut o = obs();
+        let argv = vec!["nginx".to_owned()];
+        let p = Process {
+            exe: "/usr/sbin/nginx",
+            argv: &argv,
+            uid: 101,
+            exec_session: false,
+            in_image: Some(true),
+        };
+        let r1 = ReplicaId::from_pod_uid("pod-1");
+        let r2 = ReplicaId::from_pod_uid("pod-2");
+        let l = Limits::DEFAULT;
+        assert!(
+            o.observe(&Event::exec(p), r1, Timestamp(1000), &l),
+            "new entry"
+        );
+        assert!(
+            !o.observe(&Event::exec(p), r1, Timestamp(1010), &l),
+            "repeat within granularity"
+        );
+        assert!(
+            o.observe(&Event::exec(p), r2, Timestamp(1020), &l),
+            "new replica"
+        );
+        assert!(
+            !o.observe(&Event::exec(p), r1, Timestamp(1300), &l),
+            "280s after the last sighting"
+        );
+        assert!(
+            o.observe(&Event::exec(p), r1, Timestamp(1320), &l),
+            "last seen moved enough"
+        );
+        let e = &o.behavior.processes.entries()[0];
+        assert_eq!(
+            (e.seen.first_seen, e.seen.last_seen, e.seen.seen_replicas()),
+            (Some(Timestamp(1000)), Some(Timestamp(1320)), 2)
+        );
+
+        let read = Event {
+            process: p,
+            kind: EventKind::File {
+                path: "/etc/nginx/nginx.conf",
+                access: Access::READ,
+            },
+        };
+        let write = Event {
+            process: p,
+            kind: EventKind::File {
+                path: "/etc/nginx/nginx.conf",
+                access: Access::WRITE,
+            },
+        };
+        assert!(o.observe(&read, r1, Timestamp(1400), &l));
+        assert!(!o.observe(&read, r1, Timestamp(1401), &l));
+        assert!(
+            o.observe(&write, r1, Timestamp(1402), &l),
+            "wider access is material"
+        );
+        assert_eq!(o.newest_entry(), Some(Timestamp(1400)));
+    }
+
+    #[test]
+    fn bounded_by_limits_and_counts_drops() {
+        let mut o = obs();
+        let argv = vec![];
+        let p = Process {
+            exe: "/app",
+            argv: &argv,
+            uid: 1,
+            exec_session: false,
+            in_image: None,
+        };
+        let limits = Limits {
+            listen: 2,
+            ..Limits::DEFAULT
+        };
+        let r = ReplicaId(1);
+        for port in 1..=5 {
+            o.observe(
+                &Event {
+                    process: p,
+                    kind: EventKind::Listen {
+                        port,
+                        protocol: Protocol::Tcp,
+                    },
+                },
+                r,
+                Timestamp(1),
+                &limits,
+            );
+        }
+        assert_eq!(o.behavior.listen.len(), 2);
+        assert_eq!(o.dropped, 3);
+    }
+
+    #[test]
+    fn learned_prefixes_fold_generated_names() {
+        assert_eq!(
+            learned_file_prefix("/etc/nginx/nginx.conf"),
+            "/etc/nginx/nginx.conf"
+        );
+        assert_eq!(learned_file_prefix("/proc/1234/status"), "/proc");
+        assert_eq!(
+            learned_file_prefix("/proc/self/status"),
+            "/proc/self/status"
+        );
+        assert_eq!(learned_file_prefix("/tmp/upload-8f3a/x"), "/tmp");
+        assert_eq!(
+            learned_file_prefix("/var/cache/app/3f2a9c0d4e5b6a7f/blob"),
+            "/var/cache/app"
+        );
+        assert_eq!(
+            learned_file_prefix("/data/0f8fad5b-d9cb-469f-a165-70867728950e"),
+            "/data"
+        );
+        assert_eq!(
+            learned_file_prefix("/usr/lib/libssl.so.3"),
+            "/usr/lib/libssl.so.3"
+        );
+        assert_eq!(learned_file_prefix("/1234"), "/");
+    }
+
+    #[test]
+    fn replicas_late_attach_and_losses() {
+        let mut o = obs();
+        assert!(o.attach_replica(ReplicaId(1), false, Timestamp(5)));
+        assert!(!o.attach_replica(ReplicaId(1), false, Timestamp(6)));
+        assert!(o.attach_replica(ReplicaId(2), true, Timestamp(7)));
+        assert_eq!((o.replicas.count(), o.late_attach.count()), (2, 1));
+        assert!(o.set_events_lost(4, Timestamp(8)));
+        assert!(!o.set_events_lost(4, Timestamp(9)));
+    }
+
+    #[test]
+    fn object_names_are_stable_and_valid() {
+        let o = obs();
+        let n = o.object_name();
+        assert!(n.starts_with("web-node-1-"), "{n}");
+        assert!(n.len() <= 63);
+        let mut other = obs();
+        other.image_digest = "sha256:bbbb".into();
+        assert_ne!(other.object_name(), n, "digest is part of the key");
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        let mut o = obs();
+        let argv = vec![];
+        let p = Process {
+            exe: "/app",
+            argv: &argv,
+            uid: 1,
+            exec_session: false,
+            in_image: None,
+        };
+        o.observe(
+            &Event {
+                process: p,
+                kind: EventKind::Connect {
+                    ip: "::ffff:10.0.0.1".parse().unwrap(),
+                    port: 5432,
+                    protocol: Protocol::Tcp,
+                },
+            },
+            ReplicaId(3),
+            Timestamp(9),
+            &Limits::DEFAULT,
+        );
+        assert_eq!(
+            o.behavior.egress.entries()[0].rule.peer.to_string(),
+            "10.0.0.1"
+        );
+        let back: Observation = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+    }
+}

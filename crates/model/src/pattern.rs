@@ -1,0 +1,129 @@
+//! The glob syntax of process rules.
+//!
+//! An executable path may be a glob, and an argument list is a [`ArgvPattern`]: a list of
+//! globs, one per argument. Within one glob `*` matches any run of characters (including
+//! none, and including `/`) and `?` exactly one character; every other character matches
+//! itself. A token that is exactly `**` matches any number of whole arguments, including
+//! none. So `["python3", "-m", "*"]` allows `python3 -m http.server` but not
+//! `python3 -c 'code'`, and `["nginx", "**"]` allows nginx with any arguments.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether the glob `pattern` matches all of `text`.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0, 0);
+    // Position after the last `*` seen, and the text position it is currently stretched to.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || (p[pi] != b'*' && p[pi] == t[ti])) {
+            // `?` consumes one byte; paths and arguments are treated as bytes, which is how the
+            // kernel hands them over.
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi + 1, ti));
+            pi += 1;
+        } else if let Some((after_star, stretched)) = star {
+            pi = after_star;
+            ti = stretched + 1;
+            star = Some((after_star, stretched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Whether `s` contains glob syntax, i.e. is not matched only by itself.
+pub fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?'])
+}
+
+/// A pattern over a whole argument list (`argv[0]` included).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ArgvPattern(pub Vec<String>);
+
+impl ArgvPattern {
+    /// Whether this pattern matches `argv`.
+    pub fn matches<S: AsRef<str>>(&self, argv: &[S]) -> bool {
+        match_tokens(&self.0, argv)
+    }
+}
+
+fn match_tokens<S: AsRef<str>>(tokens: &[String], argv: &[S]) -> bool {
+    match tokens.split_first() {
+        None => argv.is_empty(),
+        Some((tok, rest)) if tok == "**" => {
+            (0..=argv.len()).any(|skip| match_tokens(rest, &argv[skip..]))
+        }
+        Some((tok, rest)) => match argv.split_first() {
+            Some((arg, args)) => glob_match(tok, arg.as_ref()) && match_tokens(rest, args),
+            None => false,
+        },
+    }
+}
+
+impl fmt::Display for ArgvPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, tok) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            if tok.is_empty() || tok.contains(char::is_whitespace) {
+                write!(f, "{tok:?}")?;
+            } else {
+                f.write_str(tok)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_basics() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*", "anything/at/all"));
+        assert!(glob_match("/usr/bin/python3*", "/usr/bin/python3.12"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("*.conf", "/etc/nginx/nginx.conf"));
+        assert!(!glob_match("*.conf", "/etc/nginx/nginx.conf.bak"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn argv_patterns() {
+        let p = ArgvPattern(argv("python3 -m *"));
+        assert!(p.matches(&argv("python3 -m http.server")));
+        assert!(!p.matches(&argv("python3 -c code")));
+        assert!(
+            !p.matches(&argv("python3 -m a b")),
+            "one token matches one argument"
+        );
+
+        let any = ArgvPattern(argv("nginx **"));
+        assert!(any.matches(&argv("nginx")));
+        assert!(any.matches(&argv("nginx -g daemon off;")));
+
+        let middle = ArgvPattern(argv("java ** -jar /app/*.jar"));
+        assert!(middle.matches(&argv("java -Xmx1g -Dx=y -jar /app/svc.jar")));
+        assert!(!middle.matches(&argv("java -jar /tmp/evil.jar")));
+        assert_eq!(middle.to_string(), "java ** -jar /app/*.jar");
+    }
+}

@@ -1,0 +1,446 @@
+//! ClusterBehaviorPolicy rules: what platform teams deny everywhere they select, with or
+//! without a learned profile.
+//!
+//! A [`ClusterPolicy`] selects pods by namespace labels and pod labels, and each of its rules
+//! denies one kind of behaviour: shells, named binaries, executables that are not in the
+//! image (drift), running as root, egress outside a list of networks, or exec sessions. Each
+//! rule names the response (`action`) and exceptions (executables and containers it does not
+//! apply to).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{basename, Event, EventKind, Process};
+use crate::matching::{RuleRef, Violation};
+use crate::net::Cidr;
+use crate::pattern::glob_match;
+use crate::response::ResponseAction;
+use crate::selector::LabelSelector;
+
+/// Shell names recognised by `deny: Shells`, as executable or `argv[0]` basenames.
+pub const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "pdksh", "csh", "tcsh", "fish", "rbash",
+    "yash",
+];
+
+/// Multi-call binaries that become a shell when asked (`busybox sh`, `toybox sh`).
+const MULTI_CALL: &[&str] = &["busybox", "toybox"];
+
+/// What a rule denies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Deny {
+    /// Starting a shell (see [`SHELLS`]), including through busybox.
+    Shells,
+    /// Starting any of these programs: a basename (`curl`) matches the executable's or
+    /// `argv[0]`'s basename; a name with a `/` is a glob over the executable path.
+    Binaries(Vec<String>),
+    /// Starting an executable that is not in the image's layers.
+    Drift,
+    /// Running as uid 0: starting a program as root, or changing to uid 0.
+    Root,
+    /// Connecting anywhere outside these networks. Loopback is always allowed: it does not
+    /// leave the pod.
+    EgressOutside(Vec<Cidr>),
+    /// Starting a program in an exec session (`kubectl exec`).
+    ExecSessions,
+}
+
+impl Deny {
+    /// The name of the kind of rule, as written in the CRD.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Deny::Shells => "Shells",
+            Deny::Binaries(_) => "Binaries",
+            Deny::Drift => "Drift",
+            Deny::Root => "Root",
+            Deny::EgressOutside(_) => "EgressOutside",
+            Deny::ExecSessions => "ExecSessions",
+        }
+    }
+}
+
+/// What a rule does not apply to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exceptions {
+    /// Executable paths (globs allowed) whose events the rule ignores.
+    #[serde(default)]
+    pub executables: Vec<String>,
+    /// Container names the rule ignores.
+    #[serde(default)]
+    pub containers: Vec<String>,
+}
+
+impl Exceptions {
+    fn covers(&self, container: &str, process: &Process<'_>) -> bool {
+        self.containers.iter().any(|c| c == container)
+            || self.executables.iter().any(|g| glob_match(g, process.exe))
+    }
+}
+
+/// One rule of a policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRule {
+    /// Name, unique within the policy.
+    pub name: String,
+    /// What it denies.
+    pub deny: Deny,
+    /// The response to a violation.
+    pub action: ResponseAction,
+    /// Whether the agent also kills the offending process in the kernel.
+    #[serde(default)]
+    pub kill_process: bool,
+    /// What it does not apply to.
+    #[serde(default)]
+    pub exceptions: Exceptions,
+}
+
+/// A violation of a policy rule, with the response the rule asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyViolation {
+    /// Rule and subject.
+    pub violation: Violation,
+    /// The response the rule asks for.
+    pub action: ResponseAction,
+    /// Whether to kill the offending process.
+    pub kill_process: bool,
+}
+
+/// A cluster-wide policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPolicy {
+    /// Policy name.
+    pub name: String,
+    /// Namespaces whose pods it applies to (empty: all).
+    #[serde(default)]
+    pub namespace_selector: LabelSelector,
+    /// Pods it applies to within those namespaces (empty: all).
+    #[serde(default)]
+    pub pod_selector: LabelSelector,
+    /// The rules.
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
+}
+
+/// Whether `p` is a shell, directly or through a multi-call binary.
+pub fn is_shell(p: &Process<'_>) -> bool {
+    let exe = p.exe_name();
+    if SHELLS.contains(&exe) {
+        return true;
+    }
+    // The kernel resolves /bin/sh → /bin/busybox, so the applet is in `argv[0]` (`sh`), or in
+    // argv[1] when busybox is called by its own name (`busybox sh`).
+    if MULTI_CALL.contains(&exe) {
+        let applet = match p.argv0_name() {
+            Some(a) if MULTI_CALL.contains(&a) => p.argv.get(1).map(|s| basename(s)),
+            other => other,
+        };
+        return applet.is_some_and(|a| SHELLS.contains(&a));
+    }
+    false
+}
+
+fn is_binary(p: &Process<'_>, names: &[String]) -> bool {
+    let exe = p.exe_name();
+    let argv0 = p.argv0_name();
+    names.iter().any(|n| {
+        if n.contains('/') {
+            glob_match(n, p.exe)
+        } else {
+            exe == n || argv0 == Some(n.as_str())
+        }
+    })
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        IpAddr::V4(v4) => v4.is_loopback(),
+    }
+}
+
+impl PolicyRule {
+    /// The subject this rule objects to in `event`, if it objects.
+    fn offends(&self, event: &Event<'_>) -> Option<String> {
+        let p = &event.process;
+        match (&self.deny, event.kind) {
+            (Deny::Shells, EventKind::Exec) if is_shell(p) => Some(p.exe.to_owned()),
+            (Deny::Binaries(names), EventKind::Exec) if is_binary(p, names) => {
+                Some(p.exe.to_owned())
+            }
+            (Deny::Drift, EventKind::Exec) if p.in_image == Some(false) => Some(p.exe.to_owned()),
+            (Deny::Root, EventKind::Exec) if p.uid == 0 => Some(format!("{} as uid 0", p.exe)),
+            (Deny::Root, EventKind::SetUid { uid: 0 }) => Some(format!("{} as uid 0", p.exe)),
+            (Deny::ExecSessions, EventKind::Exec) if p.exec_session => Some(p.exe.to_owned()),
+            (Deny::EgressOutside(nets), EventKind::Connect { ip, port, protocol })
+                if !is_loopback(ip) && !nets.iter().any(|n| n.contains(ip)) =>
+            {
+                Some(format!("{}:{port}/{protocol}", crate::net::Cidr::host(ip)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl ClusterPolicy {
+    /// Whether this policy applies to a pod with these labels in a namespace with these.
+    pub fn selects(
+        &self,
+        namespace_labels: &BTreeMap<String, String>,
+        pod_labels: &BTreeMap<String, String>,
+    ) -> bool {
+        self.namespace_selector.matches(namespace_labels) && self.pod_selector.matches(pod_labels)
+    }
+
+    /// Appends to `out` a violation for every rule `event` (in `container`) breaks.
+    pub fn check(&self, container: &str, event: &Event<'_>, out: &mut Vec<PolicyViolation>) {
+        for rule in &self.rules {
+            if let Some(subject) = rule.offends(event) {
+                if rule.exceptions.covers(container, &event.process) {
+                    continue;
+                }
+                out.push(PolicyViolation {
+                    violation: Violation {
+                        rule: RuleRef::Policy {
+                            policy: self.name.clone(),
+                            rule: rule.name.clone(),
+                        },
+                        subject,
+                    },
+                    action: rule.action,
+                    kill_process: rule.kill_process,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Protocol;
+    use crate::selector::{Operator, Requirement};
+
+    fn rule(name: &str, deny: Deny) -> PolicyRule {
+        PolicyRule {
+            name: name.into(),
+            deny,
+            action: ResponseAction::Tag,
+            kill_process: false,
+            exceptions: Exceptions::default(),
+        }
+    }
+
+    fn policy() -> ClusterPolicy {
+        ClusterPolicy {
+            name: "baseline".into(),
+            namespace_selector: LabelSelector {
+                match_expressions: vec![Requirement {
+                    key: "herdwatch.dev/enforce".into(),
+                    operator: Operator::Exists,
+                    values: vec![],
+                }],
+                ..Default::default()
+            },
+            pod_selector: LabelSelector::default(),
+            rules: vec![
+                rule("no-shells", Deny::Shells),
+                PolicyRule {
+                    action: ResponseAction::Kill,
+                    kill_process: true,
+                    ..rule(
+                        "no-fetchers",
+                        Deny::Binaries(vec![
+                            "curl".into(),
+                            "wget".into(),
+                            "nc".into(),
+                            "/opt/tools/*".into(),
+                        ]),
+                    )
+                },
+                rule("no-drift", Deny::Drift),
+                PolicyRule {
+                    exceptions: Exceptions {
+                        executables: vec!["/usr/sbin/nginx".into()],
+                        containers: vec!["init-perms".into()],
+                    },
+                    ..rule("no-root", Deny::Root)
+                },
+                rule(
+                    "egress",
+                    Deny::EgressOutside(vec!["10.0.0.0/8".parse().unwrap()]),
+                ),
+                rule("no-exec", Deny::ExecSessions),
+            ],
+        }
+    }
+
+    fn args(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    fn check(ev: &Event<'_>, container: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        policy().check(container, ev, &mut out);
+        out.iter()
+            .map(|v| format!("{}={}", v.violation.rule, v.violation.subject))
+            .collect()
+    }
+
+    fn p<'a>(exe: &'a str, argv: &'a [String], uid: u32) -> Process<'a> {
+        Process {
+            exe,
+            argv,
+            uid,
+            exec_session: false,
+            in_image: Some(true),
+        }
+    }
+
+    #[test]
+    fn shells_directly_and_through_busybox() {
+        let a = args("sh -c id");
+        assert_eq!(
+            check(&Event::exec(p("/bin/bash", &a, 1000)), "app"),
+            vec!["policy/baseline/no-shells=/bin/bash"]
+        );
+        assert_eq!(
+            check(&Event::exec(p("/bin/busybox", &a, 1000)), "app"),
+            vec!["policy/baseline/no-shells=/bin/busybox"]
+        );
+        let bb = args("busybox ash");
+        assert_eq!(
+            check(&Event::exec(p("/bin/busybox", &bb, 1000)), "app").len(),
+            1
+        );
+        let ls = args("ls -l");
+        assert!(
+            check(&Event::exec(p("/bin/busybox", &ls, 1000)), "app").is_empty(),
+            "busybox ls is not a shell"
+        );
+        let bash_name = args("/bin/bash");
+        assert!(is_shell(&p("/usr/bin/bash", &bash_name, 0)));
+    }
+
+    #[test]
+    fn named_binaries_by_basename_argv0_or_path_glob() {
+        let curl = args("curl -s http://x");
+        let v = PolicyViolation {
+            violation: Violation {
+                rule: RuleRef::Policy {
+                    policy: "baseline".into(),
+                    rule: "no-fetchers".into(),
+                },
+                subject: "/usr/bin/curl".into(),
+            },
+            action: ResponseAction::Kill,
+            kill_process: true,
+        };
+        let mut out = Vec::new();
+        policy().check(
+            "app",
+            &Event::exec(p("/usr/bin/curl", &curl, 1000)),
+            &mut out,
+        );
+        assert_eq!(out, vec![v]);
+        let wget = args("wget http://x");
+        assert_eq!(
+            check(&Event::exec(p("/bin/busybox", &wget, 1000)), "app").len(),
+            1,
+            "busybox wget"
+        );
+        let tool = args("x");
+        assert_eq!(
+            check(&Event::exec(p("/opt/tools/scanner", &tool, 1000)), "app").len(),
+            1
+        );
+        let ok = args("curlew");
+        assert!(check(&Event::exec(p("/usr/bin/curlew", &ok, 1000)), "app").is_empty());
+    }
+
+    #[test]
+    fn drift_root_and_exec_sessions() {
+        let a = args("x");
+        let dropped = Process {
+            in_image: Some(false),
+            ..p("/tmp/x", &a, 1000)
+        };
+        assert_eq!(
+            check(&Event::exec(dropped), "app"),
+            vec!["policy/baseline/no-drift=/tmp/x"]
+        );
+        let unknown = Process {
+            in_image: None,
+            ..p("/tmp/x", &a, 1000)
+        };
+        assert!(
+            check(&Event::exec(unknown), "app").is_empty(),
+            "unknown origin is not drift"
+        );
+
+        assert_eq!(
+            check(&Event::exec(p("/app/server", &a, 0)), "app"),
+            vec!["policy/baseline/no-root=/app/server as uid 0"]
+        );
+        let setuid = Event {
+            process: p("/app/server", &a, 1000),
+            kind: EventKind::SetUid { uid: 0 },
+        };
+        assert_eq!(check(&setuid, "app").len(), 1);
+        assert!(
+            check(&Event::exec(p("/usr/sbin/nginx", &a, 0)), "app").is_empty(),
+            "executable exception"
+        );
+        assert!(
+            check(&Event::exec(p("/app/server", &a, 0)), "init-perms").is_empty(),
+            "container exception"
+        );
+
+        let session = Process {
+            exec_session: true,
+            ..p("/app/cli", &a, 1000)
+        };
+        assert_eq!(
+            check(&Event::exec(session), "app"),
+            vec!["policy/baseline/no-exec=/app/cli"]
+        );
+    }
+
+    #[test]
+    fn egress_outside_networks() {
+        let a = args("x");
+        let conn = |ip: &str| Event {
+            process: p("/app/server", &a, 1000),
+            kind: EventKind::Connect {
+                ip: ip.parse().unwrap(),
+                port: 443,
+                protocol: Protocol::Tcp,
+            },
+        };
+        assert!(check(&conn("10.1.2.3"), "app").is_empty());
+        assert!(
+            check(&conn("127.0.0.1"), "app").is_empty(),
+            "loopback stays in the pod"
+        );
+        assert!(check(&conn("::1"), "app").is_empty());
+        assert_eq!(
+            check(&conn("203.0.113.9"), "app"),
+            vec!["policy/baseline/egress=203.0.113.9:443/TCP"]
+        );
+    }
+
+    #[test]
+    fn selection_by_namespace_and_pod_labels() {
+        let pol = policy();
+        let ns: BTreeMap<String, String> =
+            [("herdwatch.dev/enforce".to_owned(), "true".to_owned())].into();
+        assert!(pol.selects(&ns, &BTreeMap::new()));
+        assert!(!pol.selects(&BTreeMap::new(), &BTreeMap::new()));
+    }
+}
