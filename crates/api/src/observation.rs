@@ -15,6 +15,14 @@ pub const NODE_LABEL: &str = "herdwatch.dev/node";
 /// Field manager agents use for server-side apply.
 pub const AGENT_FIELD_MANAGER: &str = "herdwatch-agent";
 
+/// The field selector that lists the observations of one workload container (the CRD makes
+/// `spec.workload.kind`, `.name` and `.container` selectable).
+pub fn workload_field_selector(kind: &str, name: &str, container: &str) -> String {
+    format!(
+        "spec.workload.kind={kind},spec.workload.name={name},spec.workload.container={container}"
+    )
+}
+
 /// The workload container observed (in the object's namespace).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -59,7 +67,12 @@ pub struct ObservedWorkload {
     ),
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
     printcolumn(name = "Lost", type_ = "integer", json_path = ".spec.eventsLost"),
-    printcolumn(name = "Updated", type_ = "date", json_path = ".spec.updatedAt")
+    printcolumn(name = "Updated", type_ = "date", json_path = ".spec.updatedAt"),
+    // The operator lists one workload container's observations with a field selector on
+    // these, so that merging a profile reads only its own observations.
+    selectable = ".spec.workload.kind",
+    selectable = ".spec.workload.name",
+    selectable = ".spec.workload.container"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BehaviorObservationSpec {

@@ -188,6 +188,11 @@ pub struct BehaviorViolationSpec {
     /// Whether the agent killed the process in the kernel.
     #[serde(default)]
     pub process_killed: bool,
+    /// Why the kill the rule asked for failed (the process had already exited, or its pid
+    /// belonged to another process by then); absent when it succeeded or was not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub process_kill_error: Option<String>,
 }
 
 /// What the operator did.
