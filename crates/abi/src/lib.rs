@@ -23,6 +23,14 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const LOST_MAP: &str = "LOST";
 /// Name of the per-CPU array of emitted-event counters, indexed by [`EventKind`].
 pub const EMITTED_MAP: &str = "EMITTED";
+/// Name of the LRU hash of per-cgroup syscall bitmaps (cgroup id → [`SyscallBitmap`]).
+pub const SYSCALL_SEEN_MAP: &str = "SYSCALL_SEEN";
+/// Name of the LRU hash of network first sightings ([`NetKey`] → u8).
+pub const NET_SEEN_MAP: &str = "NET_SEEN";
+/// Name of the LRU hash of file first sightings ([`FileKey`] → u8).
+pub const FILE_SEEN_MAP: &str = "FILE_SEEN";
+/// Name of the read-only global the loader fills with this kernel's [`KernelOffsets`].
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 
 /// Which record follows the header. The value indexes the LOST and EMITTED counter arrays.
 #[repr(u32)]
@@ -113,8 +121,10 @@ pub struct ExecEvent {
     pub filename_len: u32,
     /// Valid bytes in `argv`: arguments separated (and usually ended) by NUL.
     pub argv_len: u32,
-    /// The task's start time (`task_struct.start_time`, ns since boot, monotonic): with the
-    /// pid it identifies a process even after pid reuse.
+    /// The process's start time (`task_struct.start_boottime`: ns since boot, suspend
+    /// included, the clock of the header's `ktime_ns` and of `/proc/<pid>/stat` field 22,
+    /// which counts it in clock ticks): with the pid it identifies a process even after pid
+    /// reuse.
     pub start_time_ns: u64,
     /// The path that was executed, as the kernel resolved it for the binprm.
     pub filename: [u8; MAX_PATH],
@@ -153,6 +163,18 @@ pub const IPPROTO_UDP: u8 = 17;
 
 /// A network flow endpoint, first sighting per (cgroup, op, peer) in the kernel.
 /// Ports are in host byte order; addresses are in network order (IPv4 in the first 4 bytes).
+///
+/// - `NET_CONNECT`: a TCP connect (`daddr`/`dport` the peer; `sport` is usually 0, the
+///   ephemeral port is chosen later).
+/// - `NET_LISTEN`: `saddr`/`sport` the listening address and port.
+/// - `NET_ACCEPT`: an inbound TCP connection was established: `saddr`/`sport` the local
+///   (listening) side, `daddr`/`dport` the peer. The kernel completes the handshake in
+///   softirq context, so the cgroup is the socket's (the listener's) and the header's
+///   pid/tid/uid/gid are those of the process that called `listen()` on that port in that
+///   cgroup; when that is unknown, pid and tid are 0 and uid and gid are `u32::MAX`.
+/// - `NET_UDP_SEND`: a datagram sent on a UDP socket: to the address `sendto`/`sendmsg`/
+///   `sendmmsg` named, or else to the peer the socket was `connect()`ed to (`daddr`/`dport`;
+///   the source is not read: zeros). A UDP `connect()` alone sends nothing and is not seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct NetEvent {
@@ -172,14 +194,18 @@ pub struct NetEvent {
     pub daddr: [u8; 16],
 }
 
-/// [`FileEvent::access`] bits.
+/// [`FileEvent::access`] bits (all clear for an `O_PATH` open, which neither reads nor
+/// writes).
 pub const ACCESS_READ: u32 = 1;
 pub const ACCESS_WRITE: u32 = 2;
 pub const ACCESS_CREATE: u32 = 4;
 /// [`FileEvent::flags`] bit: the path did not fit in `MAX_PATH`.
 pub const FILE_PATH_TRUNCATED: u32 = 1;
 
-/// A file open, first sighting per (cgroup, path, access) in the kernel.
+/// A file open (open, creat, openat, openat2) as the process asked for it, first sighting
+/// per (cgroup, path, access) in the kernel. Seen at syscall entry, so it includes opens
+/// that then fail (a refused open of /etc/shadow is worth seeing): tracing syscall exits
+/// would cost every syscall of the machine.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FileEvent {
@@ -196,15 +222,25 @@ pub struct FileEvent {
     pub path: [u8; MAX_PATH],
 }
 
-/// The syscall number is in [`IdentityEvent::syscall_nr`]; `args` holds the requested ids
-/// (`u32::MAX` is "-1, unchanged"), or for capset the effective, permitted and inheritable
-/// low words.
+/// An identity change: setuid, setgid, setreuid, setregid, setresuid, setresgid, setfsuid,
+/// setfsgid or capset (x86_64 numbers), refused ones included.
+///
+/// The syscall number is in [`IdentityEvent::syscall_nr`]; `args` holds the requested ids in
+/// argument order (`u32::MAX` is "-1, unchanged", and fills the slots a call does not
+/// have), or for capset the effective, permitted and inheritable low words.
+/// `old_*`/`new_*` are the *effective* uid and gid before and after the call: those are the
+/// ids the kernel checks permissions against. The header carries the real ids after the call.
+///
+/// The call is seen at syscall entry and completed at the thread's next syscall (or its
+/// exit), when the ids it left are read: tracing syscall exits would cost every syscall of
+/// the machine. So `ret` is not the kernel's return value but the outcome read from the
+/// ids: 0 when every id the call asked for is now in place, -1 (EPERM) when not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IdentityEvent {
     pub header: EventHeader,
     pub syscall_nr: u32,
-    /// The syscall's return value.
+    /// 0 if the call took effect, -1 if it did not (see above).
     pub ret: i32,
     pub old_uid: u32,
     pub old_gid: u32,
@@ -230,6 +266,64 @@ const _: () = assert!(size_of::<FileEvent>() == 56 + MAX_PATH);
 const _: () = assert!(offset_of!(FileEvent, path) == 56);
 const _: () = assert!(size_of::<IdentityEvent>() == 80);
 const _: () = assert!(offset_of!(IdentityEvent, args) == 64);
+
+/// Byte offsets of the few kernel struct fields and tracepoint record fields the programs
+/// read. aya-ebpf has no CO-RE field relocations, so the loader resolves these at load time
+/// from the running kernel's BTF (`/sys/kernel/btf/vmlinux`) and the tracepoint format files,
+/// and writes them to the programs' read-only global [`OFFSETS_GLOBAL`] before loading.
+/// The verifier sees them as constants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct` fields.
+    pub task_mm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_start_boottime: u32,
+    pub task_cred: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    /// `signal_struct.live`: threads still alive; 0 once the whole process is exiting.
+    pub signal_live: u32,
+    /// `mm_struct.arg_start` / `arg_end` (inside an anonymous struct of mm_struct).
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    /// `cred` fields.
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    pub cred_fsuid: u32,
+    pub cred_fsgid: u32,
+    pub cred_cap_effective: u32,
+    pub bprm_filename: u32,
+    /// The peer of a connected socket: `sock.__sk_common.skc_family`, `skc_daddr`,
+    /// `skc_dport`, `skc_v6_daddr`.
+    pub sock_family: u32,
+    pub sock_daddr: u32,
+    pub sock_dport: u32,
+    pub sock_v6_daddr: u32,
+    /// socket → cgroup id: `sock.sk_cgrp_data.cgroup`, `cgroup.kn`, `kernfs_node.id`.
+    pub sock_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    /// Fields of the `sock/inet_sock_set_state` tracepoint record.
+    pub tp_skaddr: u32,
+    pub tp_oldstate: u32,
+    pub tp_newstate: u32,
+    pub tp_sport: u32,
+    pub tp_dport: u32,
+    pub tp_family: u32,
+    pub tp_protocol: u32,
+    pub tp_saddr: u32,
+    pub tp_daddr: u32,
+    pub tp_saddr_v6: u32,
+    pub tp_daddr_v6: u32,
+    /// Fields of the `sock/sock_send_length` tracepoint record.
+    pub tp_send_sk: u32,
+    pub tp_send_protocol: u32,
+    pub tp_send_ret: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<KernelOffsets>() == 38 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]

@@ -8,9 +8,14 @@ use super::*;
 unsafe impl aya::Pod for SyscallBitmap {}
 unsafe impl aya::Pod for NetKey {}
 unsafe impl aya::Pod for FileKey {}
+unsafe impl aya::Pod for KernelOffsets {}
 
 /// One decoded record from the ring buffer, copied out of it.
 #[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are copied into reused batch vectors; boxing execs would allocate per exec"
+)]
 pub enum Event {
     Exec(ExecEvent),
     Exit(ExitEvent),

@@ -319,6 +319,33 @@ impl Observation {
         changed
     }
 
+    /// Takes in an observation an earlier instance of this agent published for the same key
+    /// (read back at start), so that restarting loses nothing that was published. Entries,
+    /// times and replicas are unions; `earlier`'s counts of lost events and dropped entries
+    /// are added to this instance's, which started from zero. Returns whether `self` now holds
+    /// anything `earlier` did not, i.e. whether it needs publishing.
+    pub fn absorb(&mut self, earlier: &Observation, limits: &Limits) -> bool {
+        let mut combined = earlier.clone();
+        let report = combined.behavior.merge(&self.behavior, limits);
+        let mut new = report.changed();
+        new |= combined.replicas.merge(&self.replicas);
+        new |= combined.late_attach.merge(&self.late_attach);
+        combined.events_lost = earlier.events_lost.saturating_add(self.events_lost);
+        combined.dropped = earlier
+            .dropped
+            .saturating_add(self.dropped)
+            .saturating_add(report.dropped.total());
+        new |= combined.events_lost != earlier.events_lost || combined.dropped != earlier.dropped;
+        combined.agent_started = self.agent_started;
+        combined.updated = if new {
+            self.updated.max(earlier.updated)
+        } else {
+            earlier.updated
+        };
+        *self = combined;
+        new
+    }
+
     /// The latest first sighting of any entry (when the observation last learned something).
     pub fn newest_entry(&self) -> Option<Timestamp> {
         fn newest<R: Rule>(r: &Rules<R>) -> Option<Timestamp> {
@@ -489,6 +516,51 @@ mod tests {
         assert_eq!((o.replicas.count(), o.late_attach.count()), (2, 1));
         assert!(o.set_events_lost(4, Timestamp(8)));
         assert!(!o.set_events_lost(4, Timestamp(9)));
+    }
+
+    #[test]
+    fn absorbing_what_an_earlier_agent_published() {
+        let argv = vec![];
+        let p = |exe| Process {
+            exe,
+            argv: &argv,
+            uid: 1,
+            exec_session: false,
+            in_image: None,
+        };
+        let l = Limits::DEFAULT;
+        let mut earlier = obs();
+        earlier.observe(&Event::exec(p("/app")), ReplicaId(1), Timestamp(100), &l);
+        earlier.set_events_lost(5, Timestamp(100));
+        earlier.attach_replica(ReplicaId(1), true, Timestamp(100));
+
+        // Nothing new since the restart: nothing to publish, and the earlier times stay.
+        let mut restarted = Observation::new(key(), "sha256:aaaa", "node-1", Timestamp(2000));
+        assert!(!restarted.absorb(&earlier, &l));
+        assert_eq!(restarted.behavior, earlier.behavior);
+        assert_eq!(restarted.updated, earlier.updated);
+        assert_eq!(restarted.agent_started, Timestamp(2000));
+        assert_eq!(restarted.events_lost, 5);
+        assert_eq!(restarted.late_attach.count(), 1);
+
+        // Seen before the earlier one was read back: kept, and losses add up.
+        let mut busy = Observation::new(key(), "sha256:aaaa", "node-1", Timestamp(2000));
+        busy.observe(
+            &Event::exec(p("/bin/sh")),
+            ReplicaId(2),
+            Timestamp(2001),
+            &l,
+        );
+        busy.set_events_lost(2, Timestamp(2001));
+        assert!(busy.absorb(&earlier, &l));
+        assert_eq!(busy.behavior.processes.len(), 2);
+        assert_eq!(busy.events_lost, 7);
+        assert_eq!(
+            busy.replicas.count(),
+            1,
+            "replica 2 was only seen in an event"
+        );
+        assert_eq!(busy.updated, Timestamp(2001));
     }
 
     #[test]

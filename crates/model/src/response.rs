@@ -415,6 +415,11 @@ impl Dedup {
         }
     }
 
+    /// Whether `key` is tracked (it is forgotten when more than `capacity` keys are).
+    pub fn contains(&self, key: &ViolationKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Keys with counts not yet written, and their totals, for a periodic flush. Each one
     /// returned is marked written at `now`.
     pub fn due(&mut self, now: Timestamp) -> Vec<(ViolationKey, u64)> {
@@ -775,6 +780,7 @@ mod tests {
         assert_eq!(d.record(&key("b"), Timestamp(32)), Emit::Create);
         assert_eq!(d.record(&key("c"), Timestamp(33)), Emit::Create);
         assert_eq!(d.entries.len(), 2);
+        assert!(!d.contains(&key("a")) && d.contains(&key("b")) && d.contains(&key("c")));
 
         let mut starved = Dedup::new(
             10,

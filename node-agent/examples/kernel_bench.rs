@@ -1,0 +1,282 @@
+//! Kernel-side cost of herdwatch: the same workloads with the eBPF programs detached
+//! ("off") and attached and drained ("on"), alternated within one run, as ratios.
+//!
+//! - `dd if=/dev/zero of=/dev/null bs=512`: two syscalls per block (the sys_enter and
+//!   sys_exit programs run on both);
+//! - a getpid loop in this process: the cheapest syscall there is;
+//! - an exec storm: /bin/true spawned and waited for, one after the other, with the exec
+//!   events that did not fit in the ring buffer counted.
+//!
+//! Run as root: `bench/kernel.sh` (or `cargo run --release --example kernel_bench`).
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use herdwatch_abi::EventKind;
+use herdwatch_node_agent::capture::{Capture, CaptureConfig};
+
+/// Measures what herdwatch's eBPF programs add to syscalls and execs.
+#[derive(Parser, Debug)]
+struct Args {
+    /// 512-byte blocks dd copies per measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    dd_blocks: u64,
+    /// getpid calls per measurement.
+    #[arg(long, default_value_t = 5_000_000)]
+    getpid_calls: u64,
+    /// /bin/true executions per measurement.
+    #[arg(long, default_value_t = 3_000)]
+    execs: u64,
+    /// Off/on pairs; each figure is the median of its rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+/// One measurement of every workload.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    /// Seconds dd reported for its copy.
+    dd_secs: f64,
+    getpid_secs: f64,
+    exec_secs: f64,
+    /// Exec events the kernel could not submit (on only).
+    execs_lost: u64,
+    /// Exec events submitted (on only).
+    execs_emitted: u64,
+    /// Events the drain thread received (on only).
+    drained: u64,
+}
+
+/// A loaded capture drained by a thread of its own, as the agent would.
+struct Agent {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<(Capture, u64)>>,
+}
+
+impl Agent {
+    fn start() -> Result<Agent> {
+        let mut capture = Capture::load(&CaptureConfig::default()).context("loading capture")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || -> Result<(Capture, u64)> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut drained = 0u64;
+            let mut batch = Vec::with_capacity(8192);
+            runtime.block_on(async {
+                while !stopping.load(Ordering::Relaxed) {
+                    let polled = tokio::time::timeout(
+                        Duration::from_millis(50),
+                        capture.next_batch(&mut batch),
+                    )
+                    .await;
+                    if let Ok(result) = polled {
+                        result?;
+                    }
+                    drained += batch.len() as u64;
+                    batch.clear();
+                }
+                anyhow::Ok(())
+            })?;
+            Ok((capture, drained))
+        });
+        Ok(Agent { stop, thread })
+    }
+
+    fn stop(self) -> Result<(Capture, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(_) => bail!("the drain thread panicked"),
+        }
+    }
+}
+
+fn dd(blocks: u64) -> Result<f64> {
+    let output = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=512",
+            &format!("count={blocks}"),
+        ])
+        .output()
+        .context("running dd")?;
+    if !output.status.success() {
+        bail!("dd failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    // "1024000000 bytes (1.0 GB, 977 MiB) copied, 1.23 s, 830 MB/s"
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .lines()
+        .find_map(|line| {
+            let (_, after) = line.split_once("copied, ")?;
+            after.split_whitespace().next()?.parse().ok()
+        })
+        .with_context(|| format!("no time in dd's output: {stderr}"))
+}
+
+fn getpid_loop(calls: u64) -> f64 {
+    let start = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..calls {
+        // A real getpid(2) each time: glibc stopped caching the pid in 2.25.
+        sum = sum.wrapping_add(u64::from(std::process::id()));
+    }
+    std::hint::black_box(sum);
+    start.elapsed().as_secs_f64()
+}
+
+fn exec_storm(execs: u64) -> Result<f64> {
+    let start = Instant::now();
+    for _ in 0..execs {
+        let status = Command::new("/bin/true")
+            .status()
+            .context("running /bin/true")?;
+        if !status.success() {
+            bail!("/bin/true failed: {status}");
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn measure(args: &Args, on: bool) -> Result<Sample> {
+    let agent = if on { Some(Agent::start()?) } else { None };
+    // Let the first sightings of every cgroup on the machine pass before measuring.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sample = Sample {
+        dd_secs: dd(args.dd_blocks)?,
+        getpid_secs: getpid_loop(args.getpid_calls),
+        ..Sample::default()
+    };
+    sample.exec_secs = exec_storm(args.execs)?;
+    if let Some(agent) = agent {
+        // Give the drain thread a moment to catch up before its counters are read.
+        std::thread::sleep(Duration::from_millis(200));
+        let (capture, drained) = agent.stop()?;
+        let exec = EventKind::Exec as usize;
+        sample.execs_lost = capture.lost_counts()?[exec];
+        sample.execs_emitted = capture.emitted_counts()?[exec];
+        sample.drained = drained;
+        if sample.drained == 0 {
+            bail!("the agent drained no events: is the capture attached?");
+        }
+    }
+    Ok(sample)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let memory = Capture::load(&CaptureConfig::default())
+        .context("loading capture (run as root)")?
+        .map_memory_bytes();
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    for round in 1..=args.rounds {
+        // Alternate which goes first, so drift (thermal, other load) hits both alike.
+        let pair = if round % 2 == 1 {
+            let a = measure(&args, false)?;
+            (a, measure(&args, true)?)
+        } else {
+            let b = measure(&args, true)?;
+            (measure(&args, false)?, b)
+        };
+        eprintln!(
+            "round {round}/{}: off {:?}\n             on  {:?}",
+            args.rounds, pair.0, pair.1
+        );
+        off.push(pair.0);
+        on.push(pair.1);
+    }
+    // Each round's on/off pair ran back to back, so its ratio cancels slow drift (other
+    // load on the machine); the figure is the median of those per-round ratios.
+    let paired = |f: fn(&Sample) -> f64| -> (f64, f64, f64, f64) {
+        let ratios: Vec<f64> = off.iter().zip(&on).map(|(a, b)| f(a) / f(b)).collect();
+        let added: Vec<f64> = off.iter().zip(&on).map(|(a, b)| f(b) - f(a)).collect();
+        let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
+        let hi = ratios.iter().copied().fold(f64::MIN, f64::max);
+        (median(ratios), lo, hi, median(added))
+    };
+    let median_of =
+        |samples: &[Sample], f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    let dd_syscalls = 2.0 * args.dd_blocks as f64;
+    let calls = args.getpid_calls as f64;
+    let execs = args.execs as f64;
+    let dd = paired(|s| s.dd_secs);
+    let gp = paired(|s| s.getpid_secs);
+    let ex = paired(|s| s.exec_secs);
+    let lost: u64 = on.iter().map(|s| s.execs_lost).sum();
+    let emitted: u64 = on.iter().map(|s| s.execs_emitted).sum();
+    let stormed = args.execs * args.rounds as u64;
+
+    println!(
+        "herdwatch kernel benchmark: {} rounds, each agent off and on back to back; \
+         ratio = median of the per-round on/off throughput ratios (range in brackets)",
+        args.rounds
+    );
+    println!();
+    println!("| workload | agent off | agent on | ratio on/off | goal | added |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| dd bs=512 ({} blocks, read+write) | {:.2} M syscalls/s | {:.2} M syscalls/s | {:.3} [{:.3}-{:.3}] | >= 0.95 | {:.1} ns/syscall (goal <= 20) |",
+        args.dd_blocks,
+        dd_syscalls / median_of(&off, |s| s.dd_secs) / 1e6,
+        dd_syscalls / median_of(&on, |s| s.dd_secs) / 1e6,
+        dd.0,
+        dd.1,
+        dd.2,
+        dd.3 / dd_syscalls * 1e9
+    );
+    println!(
+        "| getpid loop ({} calls) | {:.2} M calls/s | {:.2} M calls/s | {:.3} [{:.3}-{:.3}] | - | {:.1} ns/syscall |",
+        args.getpid_calls,
+        calls / median_of(&off, |s| s.getpid_secs) / 1e6,
+        calls / median_of(&on, |s| s.getpid_secs) / 1e6,
+        gp.0,
+        gp.1,
+        gp.2,
+        gp.3 / calls * 1e9
+    );
+    println!(
+        "| exec storm ({} x fork+exec /bin/true) | {:.0} execs/s | {:.0} execs/s | {:.3} [{:.3}-{:.3}] | >= 0.97 | {:.1} us/exec |",
+        args.execs,
+        execs / median_of(&off, |s| s.exec_secs),
+        execs / median_of(&on, |s| s.exec_secs),
+        ex.0,
+        ex.1,
+        ex.2,
+        ex.3 / execs * 1e6
+    );
+    println!();
+    println!(
+        "exec events in the 'on' rounds: {emitted} submitted, {lost} lost \
+         ({stormed} from the storms, the rest from the machine)"
+    );
+    println!(
+        "BPF map memory: {:.1} MiB",
+        memory as f64 / (1 << 20) as f64
+    );
+    if lost > 0 {
+        bail!("{lost} exec events were lost");
+    }
+    Ok(())
+}

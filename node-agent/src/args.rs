@@ -1,0 +1,319 @@
+//! Command line of `herdwatch-agent`. Every flag also reads a `HERDWATCH_…` environment
+//! variable, which is how the chart configures the DaemonSet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use herdwatch_model::selector::LabelSelector;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herdwatch-agent",
+    version,
+    about = "herdwatch node agent: sees what runs in each container of this node and whose it is"
+)]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, env = "HERDWATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Which logs to show, as a tracing filter (e.g. `info` or `warn,herdwatch_node_agent=debug`).
+    #[arg(long, env = "HERDWATCH_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print what runs on this host, one line per event, then a summary per cgroup.
+    /// Needs no Kubernetes: try herdwatch on any Linux host (as root).
+    Observe(ObserveArgs),
+    /// Run as the node agent of a cluster (the DaemonSet): capture, pod watch, metrics.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Text,
+    /// One JSON object per line, for tools.
+    Json,
+}
+
+/// Flags of every mode that captures.
+#[derive(Clone, Debug, Args)]
+pub struct CaptureArgs {
+    /// Where the cgroup2 hierarchy is mounted. Found in /proc/self/mountinfo when unset
+    /// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
+    #[arg(long, env = "HERDWATCH_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+
+    /// The proc filesystem to read the host's processes from (the agent needs the host's
+    /// pid namespace).
+    #[arg(long, env = "HERDWATCH_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+
+    /// Most processes the process table holds; the least recently active are dropped
+    /// beyond that (and counted).
+    #[arg(long, env = "HERDWATCH_MAX_PROCESSES", default_value_t = 32_768)]
+    pub max_processes: usize,
+
+    /// Size of the kernel's event ring buffer in bytes (a power of two). Events that do
+    /// not fit are counted as lost.
+    #[arg(long, env = "HERDWATCH_RING_BUFFER_BYTES", default_value_t = 4 << 20)]
+    pub ring_buffer_bytes: u32,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ObserveArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+
+    /// Stop after this long (e.g. 30s, 5m, 1h30m). Without it, runs until Ctrl-C.
+    #[arg(long, env = "HERDWATCH_OBSERVE_DURATION", value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+
+    /// Output format.
+    #[arg(long, env = "HERDWATCH_OBSERVE_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+
+    /// Name of this node: only its pods are watched. The chart sets it from spec.nodeName.
+    #[arg(long, env = "HERDWATCH_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(long, env = "HERDWATCH_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// How often the metrics are brought up to date (and held-back violation counts are
+    /// sent).
+    #[arg(long, env = "HERDWATCH_METRICS_INTERVAL", default_value = "1s", value_parser = parse_duration_arg)]
+    pub metrics_interval: Duration,
+
+    /// How often changed BehaviorObservations are written: each observation at most once
+    /// per interval, however many events changed it.
+    #[arg(long, env = "HERDWATCH_PUBLISH_INTERVAL", default_value = "10s", value_parser = parse_duration_arg)]
+    pub publish_interval: Duration,
+
+    /// Most BehaviorObservation writes per publish interval; the rest wait for the next.
+    #[arg(long, env = "HERDWATCH_PUBLISH_MAX_WRITES", default_value_t = 50)]
+    pub publish_max_writes: usize,
+
+    /// Most observations (workload container and image digest) held in memory; workloads
+    /// beyond it are not learned on this node (counted).
+    #[arg(long, env = "HERDWATCH_MAX_OBSERVATIONS", default_value_t = 2048)]
+    pub max_observations: usize,
+
+    /// Violation record writes allowed in a burst (the token bucket's size).
+    #[arg(long, env = "HERDWATCH_VIOLATION_WRITE_BURST", default_value_t = 20)]
+    pub violation_write_burst: u32,
+
+    /// Violation record writes allowed per minute once the burst is spent; sightings held
+    /// back are still counted and go out with the next write.
+    #[arg(
+        long,
+        env = "HERDWATCH_VIOLATION_WRITES_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub violation_writes_per_minute: u32,
+
+    /// Shortest time between two writes of one violation record.
+    #[arg(long, env = "HERDWATCH_VIOLATION_UPDATE_INTERVAL", default_value = "30s", value_parser = parse_duration_arg)]
+    pub violation_update_interval: Duration,
+
+    /// Violation records (pod, rule, subject) tracked in memory; the least recently seen
+    /// are forgotten beyond it (their records stay in the API).
+    #[arg(long, env = "HERDWATCH_VIOLATION_RECORDS", default_value_t = 4096)]
+    pub violation_records: usize,
+
+    /// Violation writes queued for the writer; when full, writes are counted as dropped
+    /// and sent again later.
+    #[arg(long, env = "HERDWATCH_VIOLATION_QUEUE", default_value_t = 1024)]
+    pub violation_queue: usize,
+
+    /// Kill offending processes when a profile in Enforcing or a policy rule asks for it.
+    /// With false, such violations record that the kill was not done.
+    #[arg(long, env = "HERDWATCH_KILL_PROCESSES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kill_processes: bool,
+
+    /// Learn and judge only pods of the namespaces this label selector picks, in the form
+    /// `kubectl -l` takes (e.g. `env=prod,team in (a,b)`). Empty: every namespace.
+    #[arg(long, env = "HERDWATCH_NAMESPACE_SELECTOR", default_value = "", value_parser = parse_selector_arg)]
+    pub namespace_selector: LabelSelector,
+
+    /// Where the host's root filesystem is visible to the agent: container overlay upper
+    /// directories are read below it to tell executables written after start (drift) from
+    /// the image's. Empty turns drift detection off.
+    #[arg(long, env = "HERDWATCH_HOST_ROOT", default_value = "/proc/1/root")]
+    pub host_root: PathBuf,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, and sums like `1h30m`. A bare number is seconds.
+pub fn parse_duration(input: &str) -> Result<Duration> {
+    let invalid = || Error::InvalidDuration {
+        input: input.to_owned(),
+    };
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(invalid)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(invalid)?),
+            _ => return Err(invalid()),
+        };
+        total = total.checked_add(unit).ok_or_else(invalid)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn parse_selector_arg(input: &str) -> Result<LabelSelector, String> {
+    LabelSelector::parse(input).map_err(|e| e.to_string())
+}
+
+fn parse_duration_arg(input: &str) -> Result<Duration, String> {
+    parse_duration(input).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        for bad in ["", "s", "10x", "1.5s", "-1s", "m5", "99999999999999999999h"] {
+            let err = parse_duration(bad).unwrap_err().to_string();
+            assert!(err.contains("e.g. 500ms"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent_and_every_flag_has_an_env_var_and_help() {
+        Cli::command().debug_assert();
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut commands = vec![cmd.clone()];
+        commands.extend(cmd.get_subcommands().cloned());
+        for c in &commands {
+            for arg in c.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("--{id} of {} has no env var", c.get_name()));
+                assert!(env.to_string_lossy().starts_with("HERDWATCH_"), "--{id}");
+                assert!(arg.get_help().is_some(), "--{id} has no help");
+            }
+        }
+    }
+
+    #[test]
+    fn run_flags_have_working_defaults() {
+        let cli = Cli::try_parse_from(["herdwatch-agent", "run", "--node-name", "n1"]).unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.publish_interval, Duration::from_secs(10));
+        assert_eq!(r.violation_update_interval, Duration::from_secs(30));
+        assert!(r.kill_processes);
+        assert_eq!(r.host_root, PathBuf::from("/proc/1/root"));
+        assert_eq!(r.namespace_selector, LabelSelector::default());
+        let cli = Cli::try_parse_from([
+            "herdwatch-agent",
+            "run",
+            "--kill-processes",
+            "false",
+            "--publish-interval",
+            "2s",
+            "--namespace-selector",
+            "herdwatch.dev/agent-test=yes",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert!(!r.kill_processes);
+        assert_eq!(r.publish_interval, Duration::from_secs(2));
+        assert_eq!(
+            r.namespace_selector
+                .match_labels
+                .get("herdwatch.dev/agent-test")
+                .map(String::as_str),
+            Some("yes")
+        );
+        let err = Cli::try_parse_from(["herdwatch-agent", "run", "--namespace-selector", "a in b"])
+            .unwrap_err();
+        assert!(err.to_string().contains("parentheses"), "{err}");
+    }
+
+    #[test]
+    fn observe_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "herdwatch-agent",
+            "observe",
+            "--duration",
+            "2s",
+            "--format",
+            "json",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::Observe(o) = cli.command else {
+            panic!("not observe")
+        };
+        assert_eq!(o.duration, Some(Duration::from_secs(2)));
+        assert_eq!(o.format, OutputFormat::Json);
+        assert_eq!(o.capture.proc_root, PathBuf::from("/proc"));
+        let err =
+            Cli::try_parse_from(["herdwatch-agent", "observe", "--duration", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+    }
+}

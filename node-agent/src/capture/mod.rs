@@ -1,0 +1,494 @@
+//! Loads herdwatch's eBPF programs into the kernel and reads their events.
+//!
+//! [`Capture::load`] checks what the kernel must offer (BTF, privileges, tracefs), resolves
+//! the kernel struct offsets the programs need from the running kernel's BTF (aya-ebpf has
+//! no CO-RE relocations), loads the object built from `node-agent-ebpf` by the build
+//! script, and attaches every program. [`Capture::next_batch`] then waits for the ring
+//! buffer and hands out decoded [`Event`]s; the per-kind counters say how many records were
+//! submitted and how many did not fit. Dropping the `Capture` detaches everything.
+//!
+//! Interface (the rest of the agent codes against it):
+//! - `Capture::load(&CaptureConfig) -> Result<Capture, CaptureError>` loads and attaches;
+//! - `Capture::next_batch(&mut self, &mut Vec<herdwatch_abi::Event>)` waits for the ring
+//!   buffer and drains it, decoded;
+//! - `Capture::lost_counts()` / `emitted_counts()` read the per-CPU counters, summed,
+//!   indexed by `herdwatch_abi::EventKind as usize`;
+//! - `Capture::map_memory_bytes()` reports the BPF map memory;
+//! - `Capture::try_drain()` drains without waiting, for callers without a runtime.
+
+mod btf;
+mod offsets;
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aya::maps::{Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
+use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
+use herdwatch_abi::{
+    decode, Event, EMITTED_MAP, EVENTS_MAP, EVENT_KIND_SLOTS, FILE_SEEN_MAP, LOST_MAP,
+    NET_SEEN_MAP, OFFSETS_GLOBAL, SYSCALL_SEEN_MAP,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+pub use offsets::OffsetsError;
+
+/// The eBPF object the build script produced (empty when it was told to skip it).
+fn object() -> &'static [u8] {
+    include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herdwatch-ebpf.o"))
+}
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Where aya looks for tracefs, in its order; herdwatch mounts it at the first if neither
+/// has it.
+const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+/// Records handed out per `next_batch` at most, so one busy burst cannot starve the rest
+/// of the agent's tasks.
+const MAX_BATCH: usize = 8192;
+
+/// Counters indexed by `EventKind as usize`.
+pub type KindCounts = [u64; EVENT_KIND_SLOTS as usize];
+
+/// Sizes of the kernel-side maps.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// Ring buffer size in bytes: a power of two, at least one page (4096). Events that do
+    /// not fit while the agent is behind are counted as lost.
+    pub ring_buffer_bytes: u32,
+    /// cgroups whose syscall bitmap is kept (LRU): one per container, plus host cgroups.
+    pub cgroup_entries: u32,
+    /// (cgroup, path, access) triples remembered for file deduplication (LRU, ~350 bytes
+    /// each).
+    pub file_entries: u32,
+    /// (cgroup, op, peer, port) tuples remembered for network deduplication (LRU).
+    pub net_entries: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            ring_buffer_bytes: 4 << 20,
+            cgroup_entries: 4096,
+            file_entries: 16384,
+            net_entries: 8192,
+        }
+    }
+}
+
+/// What went wrong loading or reading the programs; each says what is missing.
+#[derive(thiserror::Error, Debug)]
+pub enum CaptureError {
+    #[error(
+        "this agent was built without its eBPF object (HERDWATCH_SKIP_EBPF); rebuild with the \
+         toolchain from scripts/install-ebpf-toolchain.sh"
+    )]
+    NoObject,
+    #[error("kernel has no BTF at {VMLINUX_BTF}: herdwatch needs CONFIG_DEBUG_INFO_BTF")]
+    NoBtf,
+    #[error("cannot read the kernel's BTF at {VMLINUX_BTF}")]
+    ReadBtf(#[source] io::Error),
+    #[error("BPF not permitted: run as root or grant CAP_BPF and CAP_PERFMON ({0})")]
+    NotPermitted(String),
+    #[error(
+        "tracefs is not mounted (looked in {}) and mounting it at {} failed: {reason}",
+        TRACEFS_PATHS.join(", "), TRACEFS_PATHS[0]
+    )]
+    Tracefs { reason: String },
+    #[error(transparent)]
+    Offsets(#[from] OffsetsError),
+    #[error("invalid capture configuration: {0}")]
+    Config(String),
+    #[error("loading the eBPF object failed")]
+    Load(#[source] EbpfError),
+    #[error("program {program} is missing from the eBPF object")]
+    MissingProgram { program: &'static str },
+    #[error("loading or attaching program {program} failed")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {map} is missing from the eBPF object")]
+    MissingMap { map: &'static str },
+    #[error("map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("polling the ring buffer failed")]
+    Poll(#[source] io::Error),
+}
+
+/// The loaded, attached programs and the maps user space reads.
+pub struct Capture {
+    /// Polled ring buffer, once `next_batch` has run inside a tokio runtime.
+    polled: Option<AsyncFd<RingBuf<MapData>>>,
+    /// The ring buffer before that (loading does not need a runtime).
+    ring: Option<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    emitted: PerCpuArray<MapData, u64>,
+    decode_errors: u64,
+    map_memory_bytes: u64,
+    /// Owns the programs and their links: dropping it detaches them. Declared last so it
+    /// is dropped after the maps taken out of it.
+    _ebpf: Ebpf,
+}
+
+/// (program, tracepoint) pairs of the BTF tracepoint programs.
+const BTF_PROGRAMS: [(&str, &str); 3] = [
+    ("sched_process_exec", "sched_process_exec"),
+    ("sched_process_exit", "sched_process_exit"),
+    // Last: once it runs, first sightings flow, and the others are in place to see them.
+    ("sys_enter", "sys_enter"),
+];
+/// Programs on classic tracepoints, which all read their records through offsets checked
+/// against the format files.
+const TRACEPOINT_PROGRAMS: [&str; 2] = [offsets::SOCK_STATE_NAME, offsets::SOCK_SEND_NAME];
+
+impl Capture {
+    /// Loads and attaches every program.
+    pub fn load(config: &CaptureConfig) -> Result<Capture, CaptureError> {
+        let object = object();
+        if object.is_empty() {
+            return Err(CaptureError::NoObject);
+        }
+        check_config(config)?;
+        if !Path::new(VMLINUX_BTF).exists() {
+            return Err(CaptureError::NoBtf);
+        }
+        check_capabilities()?;
+        let tracefs = ensure_tracefs()?;
+
+        let raw_btf = std::fs::read(VMLINUX_BTF).map_err(CaptureError::ReadBtf)?;
+        let offsets = offsets::resolve(
+            &btf::Btf::parse(&raw_btf).map_err(OffsetsError::from)?,
+            &tracefs,
+        )?;
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::Load(e.into()))?;
+
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel_btf))
+            .set_global(OFFSETS_GLOBAL, &offsets, true)
+            .set_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
+            .set_max_entries(SYSCALL_SEEN_MAP, config.cgroup_entries)
+            .set_max_entries(FILE_SEEN_MAP, config.file_entries)
+            .set_max_entries(NET_SEEN_MAP, config.net_entries)
+            .load(object)
+            .map_err(|e| permission_or(e, CaptureError::Load))?;
+
+        let program_error = |program: &'static str| {
+            move |source: ProgramError| {
+                permission_or(source, |source| CaptureError::Program { program, source })
+            }
+        };
+        for name in TRACEPOINT_PROGRAMS {
+            let prog: &mut TracePoint = program(&mut ebpf, name)?;
+            prog.load().map_err(program_error(name))?;
+            prog.attach(offsets::SOCK_CATEGORY, name)
+                .map_err(program_error(name))?;
+        }
+        for (name, tracepoint) in BTF_PROGRAMS {
+            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
+            prog.load(tracepoint, &kernel_btf)
+                .map_err(program_error(name))?;
+            prog.attach().map_err(program_error(name))?;
+        }
+
+        let map_memory_bytes = ebpf.maps().map(|(_, map)| map_memlock(map)).sum();
+        let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
+            CaptureError::Map {
+                map: EVENTS_MAP,
+                source,
+            }
+        })?;
+        let lost = PerCpuArray::try_from(take_map(&mut ebpf, LOST_MAP)?).map_err(|source| {
+            CaptureError::Map {
+                map: LOST_MAP,
+                source,
+            }
+        })?;
+        let emitted =
+            PerCpuArray::try_from(take_map(&mut ebpf, EMITTED_MAP)?).map_err(|source| {
+                CaptureError::Map {
+                    map: EMITTED_MAP,
+                    source,
+                }
+            })?;
+
+        Ok(Capture {
+            polled: None,
+            ring: Some(ring),
+            lost,
+            emitted,
+            decode_errors: 0,
+            map_memory_bytes,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Waits until the ring buffer has records, then appends them, decoded, to `out` (at
+    /// most a few thousand per call). Records that do not decode are counted in
+    /// [`Capture::decode_errors`], not returned. Cancel safe: a record is consumed only
+    /// once it is in `out`.
+    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<(), CaptureError> {
+        if self.polled.is_none() {
+            let ring = self.ring.take().ok_or_else(|| {
+                CaptureError::Poll(io::Error::other(
+                    "the ring buffer was lost by an earlier error",
+                ))
+            })?;
+            // tokio 1.54 made the safe constructors deprecated in favour of an `unsafe fn`
+            // whose contract is that the fd stays open and the same while registered. It
+            // holds here: the RingBuf owns its map fd (aya's MapData holds an OwnedFd) for
+            // as long as the AsyncFd owns the RingBuf, and returns the same fd every time.
+            // This crate forbids unsafe code, so the deprecated safe wrapper it is.
+            #[expect(deprecated, reason = "the I/O-safety contract holds, see above")]
+            let registered = AsyncFd::try_with_interest(ring, Interest::READABLE);
+            match registered {
+                Ok(polled) => self.polled = Some(polled),
+                Err(err) => {
+                    let (ring, error) = err.into_parts();
+                    self.ring = Some(ring);
+                    return Err(CaptureError::Poll(error));
+                }
+            }
+        }
+        let Some(polled) = self.polled.as_mut() else {
+            return Err(CaptureError::Poll(io::Error::other(
+                "ring buffer not set up",
+            )));
+        };
+        loop {
+            let mut guard = polled.readable_mut().await.map_err(CaptureError::Poll)?;
+            let (consumed, more) = drain_into(guard.get_inner_mut(), out, &mut self.decode_errors);
+            if !more {
+                // Drained to empty: wait for the next wake-up. The kernel signals each
+                // record submitted after this point, so none is missed.
+                guard.clear_ready();
+            }
+            if consumed > 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Appends what the ring buffer holds now, without waiting (at most a few thousand
+    /// records per call); returns how many records were consumed. For callers without an
+    /// async runtime, such as benchmarks.
+    pub fn try_drain(&mut self, out: &mut Vec<Event>) -> usize {
+        let ring = match (self.polled.as_mut(), self.ring.as_mut()) {
+            (Some(polled), _) => polled.get_mut(),
+            (None, Some(ring)) => ring,
+            (None, None) => return 0,
+        };
+        drain_into(ring, out, &mut self.decode_errors).0
+    }
+
+    /// Records that could not be decoded: the object and the agent disagree on the ABI.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Events the kernel could not submit because the ring buffer was full, by kind.
+    pub fn lost_counts(&self) -> Result<KindCounts, CaptureError> {
+        sum_per_cpu(&self.lost, LOST_MAP)
+    }
+
+    /// Events the kernel submitted, by kind.
+    pub fn emitted_counts(&self) -> Result<KindCounts, CaptureError> {
+        sum_per_cpu(&self.emitted, EMITTED_MAP)
+    }
+
+    /// Kernel memory charged for the maps (ring buffer included), in bytes, as the kernel
+    /// reports it (`memlock` in `/proc/self/fdinfo`). The maps are preallocated, so this
+    /// does not change after loading.
+    pub fn map_memory_bytes(&self) -> u64 {
+        self.map_memory_bytes
+    }
+}
+
+/// Drains up to `MAX_BATCH` records; returns (records consumed, whether more may remain).
+fn drain_into(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Vec<Event>,
+    errors: &mut u64,
+) -> (usize, bool) {
+    let mut consumed = 0;
+    while consumed < MAX_BATCH {
+        let Some(item) = ring.next() else {
+            return (consumed, false);
+        };
+        consumed += 1;
+        match decode(&item) {
+            Ok(event) => out.push(event),
+            Err(_) => *errors += 1,
+        }
+    }
+    (consumed, true)
+}
+
+fn sum_per_cpu(
+    array: &PerCpuArray<MapData, u64>,
+    map: &'static str,
+) -> Result<KindCounts, CaptureError> {
+    let mut counts = [0; EVENT_KIND_SLOTS as usize];
+    for (kind, count) in counts.iter_mut().enumerate() {
+        let values = array
+            .get(&(kind as u32), 0)
+            .map_err(|source| CaptureError::Map { map, source })?;
+        *count = values.iter().sum();
+    }
+    Ok(counts)
+}
+
+fn check_config(config: &CaptureConfig) -> Result<(), CaptureError> {
+    let ring = config.ring_buffer_bytes;
+    if !ring.is_power_of_two() || ring < 4096 {
+        return Err(CaptureError::Config(format!(
+            "ring_buffer_bytes is {ring}: it must be a power of two of at least 4096 (one page)"
+        )));
+    }
+    for (name, value) in [
+        ("cgroup_entries", config.cgroup_entries),
+        ("file_entries", config.file_entries),
+        ("net_entries", config.net_entries),
+    ] {
+        if value == 0 {
+            return Err(CaptureError::Config(format!("{name} must be at least 1")));
+        }
+    }
+    Ok(())
+}
+
+/// Fails early, with the fix in the message, when the process cannot use BPF tracing:
+/// it needs CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN. (Without this check the first
+/// symptom is an EPERM from some map or program far into loading.)
+fn check_capabilities() -> Result<(), CaptureError> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    // When /proc is unreadable the kernel decides, and `permission_or` explains an EPERM.
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Ok(());
+    };
+    let Some(effective) = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Ok(());
+    };
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(CaptureError::NotPermitted(format!(
+            "effective capabilities are {effective:#x}"
+        )))
+    }
+}
+
+/// Turns an error whose cause is EPERM into [`CaptureError::NotPermitted`], anything
+/// else into `other(error)`.
+fn permission_or<E: std::error::Error + 'static>(
+    error: E,
+    other: impl FnOnce(E) -> CaptureError,
+) -> CaptureError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.raw_os_error() == Some(libc::EPERM) {
+                return CaptureError::NotPermitted(format!("the kernel said: {error}"));
+            }
+        }
+        cause = err.source();
+    }
+    other(error)
+}
+
+/// Finds tracefs where aya will look for it, mounting it at the usual place if it is not
+/// mounted anywhere (classic tracepoints attach through it).
+fn ensure_tracefs() -> Result<PathBuf, CaptureError> {
+    let mounted = || {
+        TRACEFS_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .find(|path| path.join("events").is_dir())
+    };
+    if let Some(path) = mounted() {
+        return Ok(path);
+    }
+    let target = TRACEFS_PATHS[0];
+    let output = Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", target])
+        .output()
+        .map_err(|e| CaptureError::Tracefs {
+            reason: format!("cannot run mount: {e}"),
+        })?;
+    if !output.status.success() {
+        return Err(CaptureError::Tracefs {
+            reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    mounted().ok_or_else(|| CaptureError::Tracefs {
+        reason: format!("{target}/events is still missing after mounting"),
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(CaptureError::MissingProgram { program: name })?;
+    prog.try_into().map_err(|source| CaptureError::Program {
+        program: name,
+        source,
+    })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, CaptureError> {
+    ebpf.take_map(name)
+        .ok_or(CaptureError::MissingMap { map: name })
+}
+
+/// Kernel memory charged for one map, from its fdinfo (0 if that cannot be read).
+fn map_memlock(map: &Map) -> u64 {
+    let data = match map {
+        Map::Array(d)
+        | Map::BloomFilter(d)
+        | Map::CpuMap(d)
+        | Map::DevMap(d)
+        | Map::DevMapHash(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::PerfEventArray(d)
+        | Map::ProgramArray(d)
+        | Map::Queue(d)
+        | Map::RingBuf(d)
+        | Map::SockHash(d)
+        | Map::SockMap(d)
+        | Map::Stack(d)
+        | Map::StackTraceMap(d)
+        | Map::Unsupported(d)
+        | Map::XskMap(d) => d,
+    };
+    let fd = data.fd().as_fd().as_raw_fd();
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,638 @@
+//! The per-event path of the DaemonSet: attribution, then learning, evaluation and
+//! response, for every event the kernel sends.
+//!
+//! [`Engine::handle`] runs the pipeline on one event, translates the attributed event into
+//! the model's terms ([`crate::translate`]; for an exec, with the drift probe's answer),
+//! records it in the [`Learner`], and judges it with the [`Evaluator`]. Findings (rare) are
+//! turned into an owned [`ViolationContext`] (the process ancestry is read from the process
+//! table once the attribution's borrow ends) and handed to the [`Responder`]. Nothing here
+//! waits on the API.
+//!
+//! A container starts before the kubelet reports its id in the pod's status, so the first
+//! events of every new container (its exec, the files it opens, the port it listens on:
+//! what learning needs most) come from a container cgroup that no known pod claims yet.
+//! They are kept, owned and bounded, and [`Engine::replay`] takes them up once the pod
+//! store knows the container; those still unclaimed after [`DEFER_FOR`] are dropped
+//! (counted).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herdwatch_abi::Event as KernelEvent;
+use herdwatch_api::violation::ViolationEvent;
+use herdwatch_model::{Event, Process as ModelProcess, Timestamp};
+
+use crate::cgroup::{CgroupSource, ContainerRef};
+use crate::drift::DriftProbe;
+use crate::evaluate::{Evaluator, Finding};
+use crate::learn::Learner;
+use crate::pipeline::Pipeline;
+use crate::pods::{PodMeta, PodStore};
+use crate::procfs::ProcSource;
+use crate::proctable::ProcessTable;
+use crate::respond::{ancestry, violation_event, Responder, ViolationContext};
+use crate::translate::{kind_parts, model_event, model_process, target, KindParts, ProcessParts};
+
+/// How long an event of a container no pod claims yet is kept for its pod to appear.
+pub const DEFER_FOR: Duration = Duration::from_secs(30);
+/// Events kept for pods to appear, at most; more are dropped (counted).
+pub const MAX_DEFERRED: usize = 8192;
+
+/// Counters of the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Events of a pod container that reached learning and evaluation.
+    pub judged: u64,
+    /// Violations found.
+    pub findings: u64,
+    /// Events kept until the pod store knew their container.
+    pub deferred: u64,
+    /// Kept events whose pod never claimed their container in time, or that did not fit.
+    pub deferred_dropped: u64,
+}
+
+/// An event of a container no known pod claims yet, with what judging it needs.
+#[derive(Debug)]
+struct Deferred {
+    container: ContainerRef,
+    at: Instant,
+    now: Timestamp,
+    kind: KindParts<'static>,
+    exe: String,
+    argv: Vec<String>,
+    uid: u32,
+    exec_session: bool,
+    in_image: Option<bool>,
+    pid: u32,
+    start_time_ns: u64,
+    record: ViolationEvent,
+}
+
+/// Learning, evaluation and response around the pipeline.
+#[derive(Debug)]
+pub struct Engine {
+    evaluator: Evaluator,
+    responder: Responder,
+    drift: Option<DriftProbe>,
+    pods: Arc<PodStore>,
+    deferred: VecDeque<Deferred>,
+    /// Pod store generation at the last replay.
+    replayed_at: u64,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(
+        evaluator: Evaluator,
+        responder: Responder,
+        drift: Option<DriftProbe>,
+        pods: Arc<PodStore>,
+    ) -> Self {
+        Engine {
+            evaluator,
+            responder,
+            drift,
+            pods,
+            deferred: VecDeque::new(),
+            replayed_at: 0,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.evaluator
+    }
+
+    pub fn responder_mut(&mut self) -> &mut Responder {
+        &mut self.responder
+    }
+
+    /// Learns from and judges one event of a known pod container; returns what it broke.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one attributed event, borrowed from two different owners"
+    )]
+    fn learn_and_judge(
+        &mut self,
+        learner: &mut Learner,
+        container_id: &Arc<str>,
+        pods_generation: u64,
+        pod: &PodMeta,
+        container: usize,
+        ev: &Event<'_>,
+        now: Timestamp,
+    ) -> Vec<Finding> {
+        let Some(c) = pod.containers.get(container) else {
+            return Vec::new();
+        };
+        self.stats.judged += 1;
+        learner.observe(container_id, pod, c, ev, now);
+        let findings = self
+            .evaluator
+            .check(container_id, pods_generation, pod, c, ev);
+        self.stats.findings += findings.len() as u64;
+        findings
+    }
+
+    /// Attributes, learns from and judges one event.
+    pub fn handle<C: CgroupSource, P: ProcSource>(
+        &mut self,
+        learner: &mut Learner,
+        pipeline: &mut Pipeline<C, P>,
+        event: &KernelEvent,
+        instant: Instant,
+        now: Timestamp,
+    ) {
+        let a = pipeline.process(event, instant);
+        let Some(process) = a.process else {
+            return;
+        };
+        let Some(kind) = kind_parts(event) else {
+            return;
+        };
+        let Some(t) = target(&a) else {
+            // A container no pod claims yet: keep the event until one does.
+            if let Some(c) = a.cgroup.and_then(|c| c.kind.container()) {
+                let c = c.clone();
+                if let Some(probe) = &mut self.drift {
+                    probe.prime(&c.id, process.pid);
+                }
+                let in_image = match (&kind, &mut self.drift) {
+                    (KindParts::Exec, Some(probe)) => {
+                        probe.in_image(&c.id, &[process.pid, process.ppid], &process.exe)
+                    }
+                    _ => None,
+                };
+                let mut parts = ProcessParts::default();
+                let m = model_process(event, process, &mut parts, in_image);
+                let uid = m.uid;
+                let record = violation_event(event, &kind, process, uid, in_image);
+                self.defer(Deferred {
+                    container: c,
+                    at: instant,
+                    now,
+                    kind: kind.into_owned(),
+                    exe: process.exe.to_string(),
+                    argv: parts.argv,
+                    uid,
+                    exec_session: process.exec_session,
+                    in_image,
+                    pid: process.pid,
+                    start_time_ns: process.start_time_ns,
+                    record,
+                });
+            }
+            return;
+        };
+        let pods_generation = self.pods.generation();
+        if !self
+            .evaluator
+            .in_scope(t.container_id, pods_generation, t.pod, t.container)
+        {
+            return;
+        }
+        if let Some(probe) = &mut self.drift {
+            probe.prime(t.container_id, process.pid);
+        }
+        let in_image = match (&kind, &mut self.drift) {
+            (KindParts::Exec, Some(probe)) => {
+                probe.in_image(t.container_id, &[process.pid, process.ppid], &process.exe)
+            }
+            _ => None,
+        };
+        let mut parts = ProcessParts::default();
+        let m = model_process(event, process, &mut parts, in_image);
+        let uid = m.uid;
+        let ev = model_event(&kind, m);
+        let pod = t.pod.clone();
+        let container_id = t.container_id.clone();
+        let container = a.pod.and_then(|p| p.container).unwrap_or_default();
+        let findings = self.learn_and_judge(
+            learner,
+            &container_id,
+            pods_generation,
+            &pod,
+            container,
+            &ev,
+            now,
+        );
+        if findings.is_empty() {
+            return;
+        }
+        let record_event = violation_event(event, &kind, process, uid, in_image);
+        let (pid, start) = (process.pid, process.start_time_ns);
+        let ctx = ViolationContext {
+            pod,
+            container,
+            event: record_event,
+            process: (pid, start),
+            ancestry: ancestors(pipeline.processes(), pid),
+        };
+        self.responder.respond(&findings, &ctx, now);
+    }
+
+    fn defer(&mut self, d: Deferred) {
+        if self.deferred.len() >= MAX_DEFERRED {
+            self.deferred.pop_front();
+            self.stats.deferred_dropped += 1;
+        }
+        self.stats.deferred += 1;
+        self.deferred.push_back(d);
+    }
+
+    /// Reads the mount tables of the containers running now (from the /proc seed), for
+    /// the drift probe.
+    pub fn prime_drift(&mut self, table: &ProcessTable) {
+        if let Some(probe) = &mut self.drift {
+            for p in table.iter().filter(|p| !p.exited) {
+                if let Some(c) = &p.container {
+                    probe.prime(c, p.pid);
+                }
+            }
+        }
+    }
+
+    /// Events waiting for their pod.
+    pub fn waiting(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Takes up the kept events whose container a pod now claims, and drops those kept
+    /// for longer than [`DEFER_FOR`]. Cheap when the pod store did not change.
+    pub fn replay(&mut self, learner: &mut Learner, table: &ProcessTable, instant: Instant) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let generation = self.pods.generation();
+        let changed = generation != self.replayed_at;
+        self.replayed_at = generation;
+        let mut keep = VecDeque::new();
+        while let Some(d) = self.deferred.pop_front() {
+            let found = if changed {
+                self.pods
+                    .read(|index| index.lookup(&d.container))
+                    .filter(|a| a.container.is_some())
+            } else {
+                None
+            };
+            match found {
+                Some(a) => self.judge_deferred(
+                    learner,
+                    table,
+                    &d,
+                    &a.pod,
+                    a.container.unwrap_or_default(),
+                    generation,
+                ),
+                None if instant.saturating_duration_since(d.at) < DEFER_FOR => keep.push_back(d),
+                None => self.stats.deferred_dropped += 1,
+            }
+        }
+        self.deferred = keep;
+    }
+
+    fn judge_deferred(
+        &mut self,
+        learner: &mut Learner,
+        table: &ProcessTable,
+        d: &Deferred,
+        pod: &Arc<PodMeta>,
+        container: usize,
+        pods_generation: u64,
+    ) {
+        let Some(c) = pod.containers.get(container) else {
+            return;
+        };
+        if !self
+            .evaluator
+            .in_scope(&d.container.id, pods_generation, pod, c)
+        {
+            return;
+        }
+        let ev = model_event(
+            &d.kind,
+            ModelProcess {
+                exe: &d.exe,
+                argv: &d.argv,
+                uid: d.uid,
+                exec_session: d.exec_session,
+                in_image: d.in_image,
+            },
+        );
+        let findings = self.learn_and_judge(
+            learner,
+            &d.container.id,
+            pods_generation,
+            pod,
+            container,
+            &ev,
+            d.now,
+        );
+        if findings.is_empty() {
+            return;
+        }
+        let ctx = ViolationContext {
+            pod: pod.clone(),
+            container,
+            event: d.record.clone(),
+            process: (d.pid, d.start_time_ns),
+            ancestry: ancestors(table, d.pid),
+        };
+        self.responder.respond(&findings, &ctx, d.now);
+    }
+}
+
+fn ancestors(table: &ProcessTable, pid: u32) -> Vec<herdwatch_api::violation::Ancestor> {
+    table
+        .peek(pid)
+        .map(|p| ancestry(table, p))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::argv::Argv;
+    use crate::cgroup::{CgroupResolver, ResolverConfig};
+    use crate::evaluate::tests::{pod, policy};
+    use crate::evaluate::{compile_policies, EvalStore};
+    use crate::learn::ObsKey;
+    use crate::procfs::ProcSnapshot;
+    use crate::proctable::{ProcessTable, TableConfig};
+    use crate::respond::{ResponderConfig, ResponseMetrics};
+    use crate::synth::{self, MemCgroups, MemProc};
+    use herdwatch_api::BehaviorViolation;
+    use herdwatch_model::response::{Dedup, TokenBucket};
+    use herdwatch_model::{Limits, WorkloadKey};
+    use prometheus::{IntCounter, IntCounterVec, Opts};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    const UID: &str = "4f1c2a3b-5d6e-4f70-8192-a3b4c5d6e7f8";
+    const WEB: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const WEB_CG: u64 = 21;
+    const SHIM: u32 = 500;
+
+    fn host() -> (MemCgroups, MemProc) {
+        let cg = MemCgroups {
+            cgroups: vec![
+                (1, "/".into()),
+                (20, format!("/kubepods/besteffort/pod{UID}")),
+                (WEB_CG, format!("/kubepods/besteffort/pod{UID}/{WEB}")),
+            ],
+            walks: 0,
+        };
+        let mut proc = MemProc::default();
+        for (pid, ppid, exe) in [
+            (1, 0, "/sbin/init"),
+            (SHIM, 1, "/usr/bin/containerd-shim-runc-v2"),
+        ] {
+            proc.procs.insert(
+                pid,
+                ProcSnapshot {
+                    pid,
+                    ppid,
+                    start_time_ns: u64::from(pid) * 1_000_000_000,
+                    uid: 0,
+                    exe: exe.into(),
+                    argv: Argv::from_nul_block(exe.as_bytes(), false),
+                    cgroup_path: Some("/".into()),
+                },
+            );
+        }
+        (cg, proc)
+    }
+
+    fn web_pod() -> PodMeta {
+        let mut meta = pod();
+        meta.uid = UID.into();
+        meta.containers[0].container_ids = vec![WEB.into()];
+        meta.containers[0].image_digest = Some(DIGEST.into());
+        meta
+    }
+
+    const DIGEST: &str = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    /// Runs a container that starts nginx, then a shell that runs wget, through the engine.
+    /// With `pod_known_late`, the pod store learns of the container only afterwards (as the
+    /// kubelet reports container ids after they started).
+    fn run_wget(pod_known_late: bool) -> (EngineStats, Learner, Vec<BehaviorViolation>, u64) {
+        let (mut cg, mut proc) = host();
+        let store = Arc::new(PodStore::default());
+        store.replace_all(if pod_known_late {
+            vec![]
+        } else {
+            vec![web_pod()]
+        });
+        let mut pipeline = Pipeline::new(
+            CgroupResolver::new(
+                &mut cg,
+                ResolverConfig {
+                    min_rescan_interval: Duration::ZERO,
+                    ..ResolverConfig::default()
+                },
+            ),
+            ProcessTable::new(TableConfig::default()),
+            &mut proc,
+            Some(store.clone()),
+        );
+        let eval = Arc::new(EvalStore::default());
+        eval.update(|s| {
+            s.policies = compile_policies(&[Arc::new(policy("1", false))], &[]).0;
+            s.namespaces.insert(
+                "shop".into(),
+                [("env".to_string(), "prod".to_string())].into(),
+            );
+        });
+        let (tx, mut rx) = mpsc::channel::<BehaviorViolation>(8);
+        let metrics = ResponseMetrics {
+            violations: IntCounterVec::new(
+                Opts::new("v", "v"),
+                &["namespace", "workload", "rule", "action"],
+            )
+            .unwrap(),
+            dropped: IntCounter::new("d", "d").unwrap(),
+            kills: IntCounterVec::new(Opts::new("k", "k"), &["result"]).unwrap(),
+        };
+        let responder = Responder::new(
+            "node-1",
+            Dedup::new(
+                64,
+                Duration::from_secs(30),
+                TokenBucket::new(10, Duration::from_secs(1), Timestamp(0)),
+            ),
+            ResponderConfig { capacity: 64 },
+            tx,
+            None,
+            metrics.clone(),
+        );
+        let mut engine = Engine::new(
+            Evaluator::new(eval, Default::default()),
+            responder,
+            None,
+            store.clone(),
+        );
+        let mut learner = Learner::new("node-1", Timestamp(0), Limits::DEFAULT, 16);
+        let now = Instant::now();
+
+        for e in [
+            synth::exec(
+                1000,
+                SHIM,
+                0,
+                WEB_CG,
+                1_000_000_000_000,
+                b"/usr/sbin/nginx",
+                b"nginx\0",
+            ),
+            synth::file(
+                1000,
+                WEB_CG,
+                b"/etc/nginx/nginx.conf",
+                herdwatch_abi::ACCESS_READ,
+            ),
+            synth::exec(
+                1001,
+                1000,
+                0,
+                WEB_CG,
+                1_001_000_000_000,
+                b"/bin/sh",
+                b"sh\0-c\0wget -q http://x\0",
+            ),
+            synth::exec(
+                1002,
+                1001,
+                0,
+                WEB_CG,
+                1_002_000_000_000,
+                b"/usr/bin/wget",
+                b"wget\0-q\0http://x\0",
+            ),
+            synth::exit(1002, WEB_CG, 0),
+        ] {
+            engine.handle(&mut learner, &mut pipeline, &e, now, Timestamp(100));
+        }
+        if pod_known_late {
+            assert_eq!(
+                engine.waiting(),
+                4,
+                "kept until the pod claims the container"
+            );
+            engine.replay(&mut learner, pipeline.processes(), now);
+            assert_eq!(engine.waiting(), 4, "the pod store did not change");
+            store.upsert(web_pod());
+            engine.replay(
+                &mut learner,
+                pipeline.processes(),
+                now + Duration::from_secs(2),
+            );
+            assert_eq!(engine.waiting(), 0);
+        }
+        let mut records = Vec::new();
+        while let Ok(v) = rx.try_recv() {
+            records.push(v);
+        }
+        let counted = metrics
+            .violations
+            .with_label_values(&["shop", "Deployment/web", "policy/no-fetchers/wget", "Tag"])
+            .get();
+        (engine.stats(), learner, records, counted)
+    }
+
+    #[test]
+    fn an_exec_of_wget_is_learned_judged_and_recorded() {
+        for late in [false, true] {
+            let (stats, learner, records, counted) = run_wget(late);
+            assert_eq!(
+                (stats.judged, stats.findings, stats.deferred_dropped),
+                (4, 1, 0),
+                "late {late}"
+            );
+            assert_eq!(stats.deferred, if late { 4 } else { 0 });
+            let key = ObsKey {
+                workload: WorkloadKey {
+                    namespace: "shop".into(),
+                    owner_kind: "Deployment".into(),
+                    owner_name: "web".into(),
+                    container: "nginx".into(),
+                },
+                image_digest: DIGEST.into(),
+            };
+            let obs = learner.observation(&key).expect("learned");
+            assert_eq!(obs.behavior.processes.len(), 3, "late {late}");
+            assert_eq!(obs.behavior.files.len(), 1);
+
+            assert_eq!(records.len(), 1, "late {late}");
+            let v = &records[0];
+            assert_eq!(v.spec.rule, "policy/no-fetchers/wget");
+            assert_eq!(v.spec.event.argv, ["wget", "-q", "http://x"]);
+            let chain: Vec<u32> = v.spec.ancestry.iter().map(|a| a.pid).collect();
+            assert_eq!(chain, [1001, 1000, SHIM]);
+            assert_eq!(
+                v.spec.process_kill_error.as_deref(),
+                Some("process kills are turned off on this agent (--kill-processes=false)")
+            );
+            assert_eq!(counted, 1);
+        }
+    }
+
+    #[test]
+    fn events_no_pod_ever_claims_are_dropped_after_a_while() {
+        let (mut cg, mut proc) = host();
+        let store = Arc::new(PodStore::default());
+        store.replace_all(vec![]);
+        let mut pipeline = Pipeline::new(
+            CgroupResolver::new(&mut cg, ResolverConfig::default()),
+            ProcessTable::new(TableConfig::default()),
+            &mut proc,
+            Some(store.clone()),
+        );
+        let (tx, _rx) = mpsc::channel(1);
+        let responder = Responder::new(
+            "node-1",
+            Dedup::new(
+                1,
+                Duration::from_secs(1),
+                TokenBucket::new(1, Duration::from_secs(1), Timestamp(0)),
+            ),
+            ResponderConfig { capacity: 1 },
+            tx,
+            None,
+            ResponseMetrics {
+                violations: IntCounterVec::new(
+                    Opts::new("v", "v"),
+                    &["namespace", "workload", "rule", "action"],
+                )
+                .unwrap(),
+                dropped: IntCounter::new("d", "d").unwrap(),
+                kills: IntCounterVec::new(Opts::new("k", "k"), &["result"]).unwrap(),
+            },
+        );
+        let mut engine = Engine::new(
+            Evaluator::new(Arc::new(EvalStore::default()), Default::default()),
+            responder,
+            None,
+            store.clone(),
+        );
+        let mut learner = Learner::new("node-1", Timestamp(0), Limits::DEFAULT, 16);
+        let now = Instant::now();
+        let e = synth::exec(1000, SHIM, 0, WEB_CG, 1, b"/app", b"app\0");
+        engine.handle(&mut learner, &mut pipeline, &e, now, Timestamp(1));
+        assert_eq!(engine.waiting(), 1);
+        store.replace_all(vec![]);
+        engine.replay(
+            &mut learner,
+            pipeline.processes(),
+            now + DEFER_FOR + Duration::from_secs(1),
+        );
+        assert_eq!(engine.waiting(), 0);
+        assert_eq!(engine.stats().deferred_dropped, 1);
+        assert_eq!(learner.stats().observations, 0);
+    }
+}

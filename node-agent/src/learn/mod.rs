@@ -1,0 +1,672 @@
+//! Learning: what each workload container did on this node, accumulated per
+//! (workload, container, image digest) and published as one BehaviorObservation each.
+//!
+//! The [`Learner`] is the in-memory side and does no IO. The event loop feeds it every
+//! attributed event ([`Learner::observe`]); the model's `Observation::observe` says whether
+//! the event changed anything material, and only then is the observation marked dirty.
+//! [`publish`] runs beside the loop: once per interval it takes the dirty observations
+//! ([`Learner::due`], at most a given number, oldest change first) and applies them, so a
+//! flood of events is still one write per observation per interval, and steady state is no
+//! writes at all. A failed write leaves the observation dirty for the next interval.
+//!
+//! Besides events, three facts feed the observations:
+//! - replicas: every pod of this node running a learned container is a replica of its
+//!   observation ([`Learner::sync_pods`]), whether or not it did anything yet;
+//! - late attachment: a container whose processes were already running when the agent
+//!   attached (found by the /proc seed) had a start-up the agent did not see, and marks its
+//!   replica late — unless an earlier agent instance had already published that replica,
+//!   which means it saw its start;
+//! - losses: when the kernel's lost-event counters grow, every observation of a workload
+//!   running on this node at that time counts the loss ([`Learner::note_lost`]).
+//!
+//! At start the agent reads back the observations it published before
+//! ([`Learner::seed`]), so a restart loses nothing.
+
+pub mod publish;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdwatch_api::BehaviorObservation;
+use herdwatch_model::sketch::{ReplicaId, WorkloadReplicas};
+use herdwatch_model::{Event, Limits, Observation, Timestamp, WorkloadKey};
+
+use crate::pods::{ContainerMeta, PodMeta};
+use crate::translate::learning_key;
+
+/// The learning key: workload container and image digest (the node is this agent's).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObsKey {
+    pub workload: WorkloadKey,
+    pub image_digest: String,
+}
+
+impl ObsKey {
+    /// The key of a pod's container, when it is learned (see [`learning_key`]).
+    pub fn of(pod: &PodMeta, container: &ContainerMeta) -> Option<Self> {
+        learning_key(pod, container).map(|(workload, image_digest)| ObsKey {
+            workload,
+            image_digest,
+        })
+    }
+
+    fn of_observation(o: &Observation) -> Self {
+        ObsKey {
+            workload: o.workload.clone(),
+            image_digest: o.image_digest.clone(),
+        }
+    }
+}
+
+/// Container ids remembered per learned container; cleared when full (a node runs at most
+/// a few hundred containers, this only bounds churn between pod syncs).
+const MAX_CONTAINERS: usize = 16_384;
+/// An observation whose workload no longer runs here, that is published and unchanged for
+/// this long, is dropped from memory (the operator merged it long ago).
+const IDLE_EVICTION: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Debug)]
+struct Tracked {
+    obs: Observation,
+    /// When it first changed since its last successful write; None when the API has it.
+    dirty_since: Option<Timestamp>,
+    /// Bumped on every change, so that a write that raced a change leaves it dirty.
+    version: u64,
+    /// Replicas an earlier agent instance published (it saw their start).
+    published_replicas: WorkloadReplicas,
+}
+
+impl Tracked {
+    fn new(obs: Observation) -> Self {
+        Tracked {
+            obs,
+            dirty_since: None,
+            version: 0,
+            published_replicas: WorkloadReplicas::new(),
+        }
+    }
+
+    fn touch(&mut self, now: Timestamp) {
+        self.version += 1;
+        self.dirty_since.get_or_insert(now);
+    }
+}
+
+/// What the learner knows about one container id.
+#[derive(Clone, Debug)]
+struct Slot {
+    key: ObsKey,
+    replica: ReplicaId,
+}
+
+/// Counters of the learner, read by the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnStats {
+    /// Events recorded into an observation.
+    pub events: u64,
+    /// Events of containers that are not learned (see [`learning_key`]).
+    pub not_learned: u64,
+    /// Events or replicas of a new observation refused because the learner was full.
+    pub over_capacity: u64,
+    /// Observations held.
+    pub observations: u64,
+    /// Observations waiting to be written.
+    pub pending: u64,
+}
+
+/// One observation to write, and the version it was taken at.
+#[derive(Clone, Debug)]
+pub struct Due {
+    pub key: ObsKey,
+    pub version: u64,
+    pub object: BehaviorObservation,
+}
+
+/// Whether two observations of one key say the same (times of writing aside).
+fn same_content(a: &Observation, b: &Observation) -> bool {
+    a.behavior == b.behavior
+        && a.replicas == b.replicas
+        && a.late_attach == b.late_attach
+        && a.events_lost == b.events_lost
+        && a.dropped == b.dropped
+}
+
+/// The agent's observations.
+#[derive(Debug)]
+pub struct Learner {
+    node: String,
+    started: Timestamp,
+    limits: Limits,
+    max_observations: usize,
+    observations: HashMap<ObsKey, Tracked>,
+    /// Container id → its observation; None for containers that are not learned.
+    containers: HashMap<Arc<str>, Option<Slot>>,
+    /// Containers that were running when the agent attached.
+    late: HashSet<Arc<str>>,
+    seeded: bool,
+    stats: LearnStats,
+}
+
+impl Learner {
+    /// A learner for the agent on `node` started at `started`, holding at most
+    /// `max_observations`.
+    pub fn new(node: &str, started: Timestamp, limits: Limits, max_observations: usize) -> Self {
+        Learner {
+            node: node.to_owned(),
+            started,
+            limits,
+            max_observations: max_observations.max(1),
+            observations: HashMap::new(),
+            containers: HashMap::new(),
+            late: HashSet::new(),
+            seeded: false,
+            stats: LearnStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> LearnStats {
+        LearnStats {
+            observations: self.observations.len() as u64,
+            pending: self
+                .observations
+                .values()
+                .filter(|t| t.dirty_since.is_some())
+                .count() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Whether the published observations have been read back ([`Learner::seed`]).
+    pub fn seeded(&self) -> bool {
+        self.seeded
+    }
+
+    /// Notes containers that were running when the agent attached.
+    pub fn running_before_attach(&mut self, containers: impl IntoIterator<Item = Arc<str>>) {
+        self.late.extend(containers);
+    }
+
+    /// The observation of `key`, created when there is room.
+    fn entry(&mut self, key: &ObsKey) -> Option<&mut Tracked> {
+        if !self.observations.contains_key(key) {
+            if self.observations.len() >= self.max_observations {
+                self.stats.over_capacity += 1;
+                return None;
+            }
+            let obs = Observation::new(
+                key.workload.clone(),
+                &key.image_digest,
+                &self.node,
+                self.started,
+            );
+            self.observations.insert(key.clone(), Tracked::new(obs));
+        }
+        self.observations.get_mut(key)
+    }
+
+    /// Records `replica` on `key`'s observation; late when its container was running
+    /// before the agent attached and no earlier instance published it.
+    fn attach(
+        &mut self,
+        key: &ObsKey,
+        replica: ReplicaId,
+        container_ids: &[Arc<str>],
+        now: Timestamp,
+    ) {
+        let late_container = container_ids.iter().any(|c| self.late.contains(c));
+        let Some(t) = self.entry(key) else { return };
+        let seen_start = t.published_replicas.ids().binary_search(&replica).is_ok();
+        if t.obs
+            .attach_replica(replica, late_container && !seen_start, now)
+        {
+            t.touch(now);
+        }
+    }
+
+    fn slot(
+        &mut self,
+        container_id: &Arc<str>,
+        pod: &PodMeta,
+        container: &ContainerMeta,
+        now: Timestamp,
+    ) -> Option<Slot> {
+        if let Some(slot) = self.containers.get(container_id) {
+            return slot.clone();
+        }
+        if self.containers.len() >= MAX_CONTAINERS {
+            self.containers.clear();
+        }
+        let slot = ObsKey::of(pod, container).map(|key| Slot {
+            key,
+            replica: ReplicaId::from_pod_uid(&pod.uid),
+        });
+        if let Some(s) = &slot {
+            self.attach(&s.key, s.replica, std::slice::from_ref(container_id), now);
+        }
+        self.containers.insert(container_id.clone(), slot.clone());
+        slot
+    }
+
+    /// Records one event of `container_id` (a container of `pod`). Returns whether its
+    /// observation changed materially.
+    pub fn observe(
+        &mut self,
+        container_id: &Arc<str>,
+        pod: &PodMeta,
+        container: &ContainerMeta,
+        event: &Event<'_>,
+        now: Timestamp,
+    ) -> bool {
+        let Some(slot) = self.slot(container_id, pod, container, now) else {
+            self.stats.not_learned += 1;
+            return false;
+        };
+        let limits = self.limits;
+        self.stats.events += 1;
+        let Some(t) = self.entry(&slot.key) else {
+            return false;
+        };
+        let changed = t.obs.observe(event, slot.replica, now, &limits);
+        if changed {
+            t.touch(now);
+        }
+        changed
+    }
+
+    /// Brings replicas and late attachment up to date with the pods of this node, and
+    /// forgets containers and idle observations that are gone.
+    pub fn sync_pods<'p>(
+        &mut self,
+        pods: impl IntoIterator<Item = &'p Arc<PodMeta>>,
+        now: Timestamp,
+    ) {
+        let mut active = HashSet::new();
+        let mut live_containers: HashSet<Arc<str>> = HashSet::new();
+        for pod in pods {
+            let replica = ReplicaId::from_pod_uid(&pod.uid);
+            for c in &pod.containers {
+                let ids: Vec<Arc<str>> = c
+                    .container_ids
+                    .iter()
+                    .map(|s| Arc::from(s.as_str()))
+                    .collect();
+                live_containers.extend(ids.iter().cloned());
+                let Some(key) = ObsKey::of(pod, c) else {
+                    continue;
+                };
+                if c.container_ids.is_empty() {
+                    // Not started yet: not a replica of anything so far.
+                    continue;
+                }
+                self.attach(&key, replica, &ids, now);
+                active.insert(key);
+            }
+        }
+        // A container not learned for lack of a digest may have one now; gone ones go.
+        self.containers
+            .retain(|id, slot| slot.is_some() && live_containers.contains(id));
+        self.late.retain(|id| live_containers.contains(id));
+        self.observations.retain(|key, t| {
+            active.contains(key)
+                || t.dirty_since.is_some()
+                || now.since(t.obs.updated) < IDLE_EVICTION
+        });
+    }
+
+    /// Counts `lost` more lost events on the observations of every learned container
+    /// running on this node now.
+    pub fn note_lost<'p>(
+        &mut self,
+        lost: u64,
+        pods: impl IntoIterator<Item = &'p Arc<PodMeta>>,
+        now: Timestamp,
+    ) {
+        if lost == 0 {
+            return;
+        }
+        let active: HashSet<ObsKey> = pods
+            .into_iter()
+            .flat_map(|p| {
+                p.containers
+                    .iter()
+                    .filter(|c| !c.container_ids.is_empty())
+                    .filter_map(|c| ObsKey::of(p, c))
+            })
+            .collect();
+        for key in active {
+            let Some(t) = self.entry(&key) else { continue };
+            let total = t.obs.events_lost.saturating_add(lost);
+            if t.obs.set_events_lost(total, now) {
+                t.touch(now);
+            }
+        }
+    }
+
+    /// Takes in the observations an earlier instance of this agent published (those of
+    /// other nodes are ignored). Returns how many were taken.
+    pub fn seed(&mut self, published: impl IntoIterator<Item = Observation>) -> usize {
+        let mut n = 0;
+        for earlier in published {
+            if earlier.node != self.node {
+                continue;
+            }
+            let key = ObsKey::of_observation(&earlier);
+            let limits = self.limits;
+            let started = self.started;
+            if !self.observations.contains_key(&key) {
+                if self.observations.len() >= self.max_observations {
+                    self.stats.over_capacity += 1;
+                    continue;
+                }
+                let fresh =
+                    Observation::new(key.workload.clone(), &key.image_digest, &self.node, started);
+                self.observations.insert(key.clone(), Tracked::new(fresh));
+            }
+            let Some(t) = self.observations.get_mut(&key) else {
+                continue;
+            };
+            t.obs.absorb(&earlier, &limits);
+            t.published_replicas.merge(&earlier.replicas);
+            // A replica this instance took for late because its container was running at
+            // attach, but that the earlier instance published on time, saw its start.
+            t.obs.late_attach =
+                WorkloadReplicas::from_ids(t.obs.late_attach.ids().iter().copied().filter(|id| {
+                    earlier.late_attach.ids().contains(id) || !earlier.replicas.ids().contains(id)
+                }));
+            if same_content(&t.obs, &earlier) {
+                t.dirty_since = None;
+            } else {
+                t.version += 1;
+                t.dirty_since.get_or_insert(t.obs.updated);
+            }
+            n += 1;
+        }
+        self.seeded = true;
+        n
+    }
+
+    /// Marks the learner as seeded without anything to read back (tests, or an API that
+    /// has no observations for this node).
+    pub fn mark_seeded(&mut self) {
+        self.seeded = true;
+    }
+
+    /// Up to `max` observations to write, oldest change first.
+    pub fn due(&self, max: usize) -> Vec<Due> {
+        let mut dirty: Vec<(&ObsKey, &Tracked)> = self
+            .observations
+            .iter()
+            .filter(|(_, t)| t.dirty_since.is_some())
+            .collect();
+        dirty
+            .sort_by(|(ka, a), (kb, b)| a.dirty_since.cmp(&b.dirty_since).then_with(|| ka.cmp(kb)));
+        dirty
+            .into_iter()
+            .take(max)
+            .map(|(key, t)| Due {
+                key: key.clone(),
+                version: t.version,
+                object: BehaviorObservation::from(&t.obs),
+            })
+            .collect()
+    }
+
+    /// Records that `key` was written as it was at `version`.
+    pub fn published(&mut self, key: &ObsKey, version: u64) {
+        if let Some(t) = self.observations.get_mut(key) {
+            if t.version == version {
+                t.dirty_since = None;
+            }
+        }
+    }
+
+    /// The observation of `key` (tests and diagnostics).
+    pub fn observation(&self, key: &ObsKey) -> Option<&Observation> {
+        self.observations.get(key).map(|t| &t.obs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::{ContainerKind, Workload};
+    use herdwatch_model::Process;
+
+    pub(crate) const DIGEST: &str =
+        "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    pub(crate) fn pod(uid: &str, container_id: &str) -> Arc<PodMeta> {
+        Arc::new(PodMeta {
+            uid: uid.into(),
+            namespace: "shop".into(),
+            name: format!("web-{uid}"),
+            labels: Default::default(),
+            workload: Workload {
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            containers: vec![ContainerMeta {
+                name: "nginx".into(),
+                kind: ContainerKind::App,
+                image: "nginx:1".into(),
+                image_id: format!("nginx@{DIGEST}"),
+                image_digest: Some(DIGEST.into()),
+                runtime: None,
+                container_ids: vec![container_id.into()],
+            }],
+        })
+    }
+
+    pub(crate) fn key() -> ObsKey {
+        ObsKey {
+            workload: WorkloadKey {
+                namespace: "shop".into(),
+                owner_kind: "Deployment".into(),
+                owner_name: "web".into(),
+                container: "nginx".into(),
+            },
+            image_digest: DIGEST.into(),
+        }
+    }
+
+    fn exec(exe: &str) -> Event<'_> {
+        Event::exec(Process {
+            exe,
+            argv: &[],
+            uid: 0,
+            exec_session: false,
+            in_image: Some(true),
+        })
+    }
+
+    fn learner() -> Learner {
+        Learner::new("node-1", Timestamp(1000), Limits::DEFAULT, 16)
+    }
+
+    #[test]
+    fn many_events_make_one_pending_write() {
+        let mut l = learner();
+        let p = pod("u1", "c1");
+        let id: Arc<str> = "c1".into();
+        assert!(l.observe(
+            &id,
+            &p,
+            &p.containers[0],
+            &exec("/usr/sbin/nginx"),
+            Timestamp(1001)
+        ));
+        for i in 0..1000 {
+            l.observe(
+                &id,
+                &p,
+                &p.containers[0],
+                &exec("/usr/sbin/nginx"),
+                Timestamp(1001 + i % 60),
+            );
+        }
+        let due = l.due(10);
+        assert_eq!(due.len(), 1);
+        let obj = &due[0].object;
+        assert_eq!(obj.spec.node, "node-1");
+        assert_eq!(obj.spec.observed.processes.len(), 1);
+        assert_eq!(obj.spec.replicas.count, 1, "the pod is a replica");
+        assert_eq!(l.stats().events, 1001);
+        l.published(&due[0].key, due[0].version);
+        assert!(l.due(10).is_empty(), "steady state writes nothing");
+    }
+
+    #[test]
+    fn a_change_during_a_write_keeps_it_pending() {
+        let mut l = learner();
+        let p = pod("u1", "c1");
+        let id: Arc<str> = "c1".into();
+        l.observe(&id, &p, &p.containers[0], &exec("/a"), Timestamp(1001));
+        let due = l.due(10);
+        l.observe(&id, &p, &p.containers[0], &exec("/b"), Timestamp(1002));
+        l.published(&due[0].key, due[0].version);
+        assert_eq!(l.due(10).len(), 1, "/b is not written yet");
+    }
+
+    #[test]
+    fn writes_per_interval_are_capped_oldest_first() {
+        let mut l = learner();
+        for i in 0..5 {
+            let mut p = (*pod(&format!("u{i}"), &format!("c{i}"))).clone();
+            p.workload.name = format!("w{i}");
+            let id: Arc<str> = format!("c{i}").into();
+            l.observe(
+                &id,
+                &p,
+                &p.containers[0],
+                &exec("/a"),
+                Timestamp(2000 - i as i64),
+            );
+        }
+        let due = l.due(2);
+        let names: Vec<_> = due
+            .iter()
+            .map(|d| d.key.workload.owner_name.as_str())
+            .collect();
+        assert_eq!(names, ["w4", "w3"]);
+        assert_eq!(l.stats().pending, 5);
+    }
+
+    #[test]
+    fn the_learner_is_bounded() {
+        let mut l = Learner::new("node-1", Timestamp(0), Limits::DEFAULT, 2);
+        for i in 0..4 {
+            let mut p = (*pod(&format!("u{i}"), &format!("c{i}"))).clone();
+            p.workload.name = format!("w{i}");
+            let id: Arc<str> = format!("c{i}").into();
+            l.observe(&id, &p, &p.containers[0], &exec("/a"), Timestamp(1));
+        }
+        assert_eq!(l.stats().observations, 2);
+        assert!(l.stats().over_capacity >= 2);
+    }
+
+    #[test]
+    fn containers_running_before_attach_mark_their_replicas_late() {
+        let mut l = learner();
+        l.running_before_attach(["c-old".into()]);
+        let old = pod("u-old", "c-old");
+        let new = pod("u-new", "c-new");
+        l.sync_pods([&old, &new], Timestamp(1001));
+        let o = l.observation(&key()).unwrap();
+        assert_eq!(o.replicas.count(), 2);
+        assert_eq!(o.late_attach.count(), 1);
+        assert_eq!(
+            o.late_attach.ids(),
+            [ReplicaId::from_pod_uid("u-old")],
+            "quiet containers count too"
+        );
+        assert_eq!(l.due(10).len(), 1);
+    }
+
+    #[test]
+    fn a_restart_reads_back_what_was_published() {
+        // The first instance saw pod u1 start, published, then stopped.
+        let mut first = learner();
+        let p = pod("u1", "c1");
+        first.sync_pods([&p], Timestamp(1001));
+        let id: Arc<str> = "c1".into();
+        first.observe(
+            &id,
+            &p,
+            &p.containers[0],
+            &exec("/usr/sbin/nginx"),
+            Timestamp(1002),
+        );
+        let published: Observation = (&first.due(1)[0].object).try_into().unwrap();
+
+        // The second finds c1 running at attach, but its start was seen by the first.
+        let mut second = Learner::new("node-1", Timestamp(5000), Limits::DEFAULT, 16);
+        second.running_before_attach(["c1".into()]);
+        assert_eq!(second.seed([published.clone()]), 1);
+        second.sync_pods([&p], Timestamp(5001));
+        let o = second.observation(&key()).unwrap();
+        assert_eq!(o.behavior, published.behavior);
+        assert_eq!(o.late_attach.count(), 0);
+        assert_eq!(o.agent_started, Timestamp(5000));
+        assert!(second.due(10).is_empty(), "nothing new: nothing to write");
+
+        // Another node's observations are not this agent's.
+        let mut other = published;
+        other.node = "node-2".into();
+        assert_eq!(second.seed([other]), 0);
+    }
+
+    #[test]
+    fn seeding_after_events_keeps_both() {
+        let mut first = learner();
+        let p = pod("u1", "c1");
+        let id: Arc<str> = "c1".into();
+        first.observe(&id, &p, &p.containers[0], &exec("/a"), Timestamp(1002));
+        let published: Observation = (&first.due(1)[0].object).try_into().unwrap();
+        let mut second = Learner::new("node-1", Timestamp(5000), Limits::DEFAULT, 16);
+        second.observe(&id, &p, &p.containers[0], &exec("/b"), Timestamp(5001));
+        second.seed([published]);
+        let due = second.due(10);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].object.spec.observed.processes.len(), 2);
+    }
+
+    #[test]
+    fn losses_mark_the_workloads_running_here() {
+        let mut l = learner();
+        let p = pod("u1", "c1");
+        let mut other = (*pod("u2", "c2")).clone();
+        other.workload.name = "gone".into();
+        let id2: Arc<str> = "c2".into();
+        l.observe(
+            &id2,
+            &other,
+            &other.containers[0],
+            &exec("/x"),
+            Timestamp(1001),
+        );
+        l.note_lost(7, [&p], Timestamp(1002));
+        l.note_lost(3, [&p], Timestamp(1003));
+        assert_eq!(l.observation(&key()).unwrap().events_lost, 10);
+        let mut gone = key();
+        gone.workload.owner_name = "gone".into();
+        assert_eq!(
+            l.observation(&gone).unwrap().events_lost,
+            0,
+            "not running when it happened"
+        );
+    }
+
+    #[test]
+    fn idle_observations_of_gone_workloads_are_forgotten() {
+        let mut l = learner();
+        let p = pod("u1", "c1");
+        l.sync_pods([&p], Timestamp(1001));
+        let d = l.due(1);
+        l.published(&d[0].key, d[0].version);
+        l.sync_pods([], Timestamp(1002));
+        assert_eq!(l.stats().observations, 1, "recent");
+        l.sync_pods([], Timestamp(1001 + 3601));
+        assert_eq!(l.stats().observations, 0);
+    }
+}

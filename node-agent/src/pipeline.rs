@@ -1,0 +1,832 @@
+//! Attribution of decoded events: which process, cgroup, container and pod each one
+//! belongs to.
+//!
+//! [`Pipeline::process`] takes one [`Event`] and returns an [`Attributed`] view of it,
+//! updating the process table on exec, exit and identity events on the way. It runs on one
+//! thread with no locks on the hot path: the cgroup cache, the process table and the
+//! per-cgroup pod answers are its own; the shared [`PodStore`] is read only when its
+//! generation moved. Nothing in here fails on bad input: unknown cgroups, processes that
+//! are gone before they could be looked up, and containers missing from the pod index are
+//! counted by [`FailureReason`] and the event is passed on with what is known.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use herdwatch_abi::{Event, EVENT_KIND_SLOTS};
+
+use crate::argv::{escape_bytes, Argv};
+use crate::cgroup::{CgroupInfo, CgroupKind, CgroupResolver, CgroupSource, ResolverStats};
+use crate::error::{Error, Result};
+use crate::idhash::{IdMap, IdSet};
+use crate::pods::{PodAttribution, PodStore};
+use crate::procfs::{ProcReadError, ProcSnapshot, ProcSource};
+use crate::proctable::{NewProcess, Process, ProcessTable, TableStats};
+
+/// Why an event was not fully attributed. The label values of
+/// `herdwatch_agent_attribution_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The cgroup id matches no directory of the cgroup2 hierarchy (it was removed before
+    /// the agent looked, or it is outside the agent's view).
+    UnknownCgroup,
+    /// The process is in a pod's cgroup but in none of its containers.
+    NoContainerId,
+    /// The pod watch has not delivered its first list yet.
+    PodsNotSynced,
+    /// No pod on this node has the container (or the pod UID in the cgroup path).
+    PodNotFound,
+    /// The pod is known; the container is not in its status (the sandbox, or a status
+    /// that has not caught up with a just-started container).
+    ContainerNotFound,
+    /// The event's process was unknown and had exited before /proc could be read.
+    ProcessGone,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 6] = [
+        FailureReason::UnknownCgroup,
+        FailureReason::NoContainerId,
+        FailureReason::PodsNotSynced,
+        FailureReason::PodNotFound,
+        FailureReason::ContainerNotFound,
+        FailureReason::ProcessGone,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::UnknownCgroup => "unknown_cgroup",
+            FailureReason::NoContainerId => "no_container_id",
+            FailureReason::PodsNotSynced => "pods_not_synced",
+            FailureReason::PodNotFound => "pod_not_found",
+            FailureReason::ContainerNotFound => "container_not_found",
+            FailureReason::ProcessGone => "process_gone",
+        }
+    }
+}
+
+/// Everything the agent counts about attribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Events by `EventKind as usize`.
+    pub events: [u64; EVENT_KIND_SLOTS as usize],
+    /// Events by `FailureReason as usize`.
+    pub failures: [u64; FailureReason::COUNT],
+    /// /proc entries that vanished while being read (at start or on lookup).
+    pub proc_vanished: u64,
+    /// /proc entries that could not be read for another reason.
+    pub proc_unreadable: u64,
+    pub cgroups: ResolverStats,
+    pub table: TableStats,
+    /// Process table entries.
+    pub processes: u64,
+    /// Pods in the pod index.
+    pub pods: u64,
+}
+
+/// What a [`Pipeline::seed_from_proc`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeedStats {
+    pub processes: u64,
+    pub vanished: u64,
+    pub kernel_threads: u64,
+    pub unreadable: u64,
+}
+
+/// What the agent knows about where an event came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Attributed<'a> {
+    /// The process (a tombstone for an exit event); None when it was gone before it could
+    /// be looked up.
+    pub process: Option<&'a Process>,
+    pub cgroup: Option<&'a CgroupInfo>,
+    /// Set when the agent watches pods and found this container's pod.
+    pub pod: Option<&'a PodAttribution>,
+}
+
+/// Pids found gone, so that a burst of events from one exited process reads /proc once.
+const MAX_GONE: usize = 4_096;
+/// Per-cgroup pod answers; cleared when full.
+const MAX_POD_CACHE: usize = 65_536;
+
+/// Decoded events in, attributed events out.
+pub struct Pipeline<C, P> {
+    cgroups: CgroupResolver<C>,
+    procs: ProcessTable,
+    proc_source: P,
+    pods: Option<Arc<PodStore>>,
+    /// cgroup id → (pod store generation, answer).
+    pod_cache: IdMap<u64, (u64, Option<PodAttribution>)>,
+    gone: IdSet<u32>,
+    /// Cgroup ids that [`Pipeline::learn_cgroup`] could not resolve since the last walk.
+    unlearnable: IdSet<u64>,
+    unlearnable_walk: u64,
+    stats: PipelineStats,
+}
+
+impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
+    /// `pods` is None when the agent runs without Kubernetes (`observe`).
+    pub fn new(
+        cgroups: CgroupResolver<C>,
+        procs: ProcessTable,
+        proc_source: P,
+        pods: Option<Arc<PodStore>>,
+    ) -> Self {
+        Pipeline {
+            cgroups,
+            procs,
+            proc_source,
+            pods,
+            pod_cache: IdMap::default(),
+            gone: IdSet::default(),
+            unlearnable: IdSet::default(),
+            unlearnable_walk: 0,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    pub fn processes(&self) -> &ProcessTable {
+        &self.procs
+    }
+
+    pub fn cgroups(&self) -> &CgroupResolver<C> {
+        &self.cgroups
+    }
+
+    pub fn cgroups_mut(&mut self) -> &mut CgroupResolver<C> {
+        &mut self.cgroups
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            cgroups: self.cgroups.stats(),
+            table: self.procs.stats(),
+            processes: self.procs.len() as u64,
+            pods: self.pods.as_ref().map_or(0, |s| s.read(|i| i.len()) as u64),
+            ..self.stats
+        }
+    }
+
+    /// Records the processes that exist now, so that events of processes started before
+    /// the agent are attributed and their exec sessions recognised.
+    pub fn seed_from_proc(&mut self, now: Instant) -> Result<SeedStats> {
+        let pids = self
+            .proc_source
+            .pids()
+            .map_err(|source| Error::io("list", "/proc".as_ref(), source))?;
+        let mut seed = SeedStats::default();
+        let mut snapshots = Vec::with_capacity(pids.len());
+        for pid in pids {
+            match self.proc_source.read(pid) {
+                Ok(snap) => snapshots.push(snap),
+                Err(ProcReadError::Gone) => seed.vanished += 1,
+                Err(ProcReadError::KernelThread) => seed.kernel_threads += 1,
+                Err(_) => seed.unreadable += 1,
+            }
+        }
+        // One walk for all of them; a walk failure leaves the processes without cgroups.
+        let _ = self.cgroups.rescan(now);
+        let found: Vec<NewProcess> = snapshots
+            .into_iter()
+            .map(|s| self.new_process(s, now))
+            .collect();
+        seed.processes = found.len() as u64;
+        self.procs.seed(found);
+        self.stats.proc_vanished += seed.vanished;
+        self.stats.proc_unreadable += seed.unreadable;
+        Ok(seed)
+    }
+
+    fn new_process(&mut self, snap: ProcSnapshot, now: Instant) -> NewProcess {
+        let cgroup = snap
+            .cgroup_path
+            .as_deref()
+            .and_then(|p| self.cgroups.resolve_path(p, now));
+        NewProcess {
+            pid: snap.pid,
+            ppid: snap.ppid,
+            start_time_ns: snap.start_time_ns,
+            uid: snap.uid,
+            exe: snap.exe,
+            argv: snap.argv,
+            cgroup_id: cgroup.map_or(0, |c| c.id),
+            container: cgroup
+                .and_then(|c| c.kind.container())
+                .map(|c| c.id.clone()),
+        }
+    }
+
+    /// Reads an unknown process from /proc into the table. False when it is gone.
+    fn look_up(&mut self, pid: u32, now: Instant) -> bool {
+        if pid == 0 || self.gone.contains(&pid) {
+            return false;
+        }
+        match self.proc_source.read(pid) {
+            Ok(snap) => {
+                let new = self.new_process(snap, now);
+                self.procs.insert_found(new);
+                true
+            }
+            Err(e) => {
+                match e {
+                    ProcReadError::Gone | ProcReadError::KernelThread => {
+                        self.stats.proc_vanished += 1
+                    }
+                    ProcReadError::Malformed { .. } | ProcReadError::Io(_) => {
+                        self.stats.proc_unreadable += 1
+                    }
+                }
+                if self.gone.len() >= MAX_GONE {
+                    self.gone.clear();
+                }
+                self.gone.insert(pid);
+                false
+            }
+        }
+    }
+
+    /// Resolves a cgroup the cache and the walk do not know yet (created since the last
+    /// walk, which the rate limit keeps from running again) through the event's process:
+    /// its /proc entry names its cgroup. Ids that this cannot resolve are not tried again
+    /// until the next walk, so a flood from one of them costs one /proc read.
+    fn learn_cgroup(&mut self, cgroup_id: u64, pid: u32) -> Option<Arc<CgroupInfo>> {
+        let walks = self.cgroups.stats().walks;
+        if walks != self.unlearnable_walk {
+            self.unlearnable.clear();
+            self.unlearnable_walk = walks;
+        }
+        if pid == 0 || self.unlearnable.contains(&cgroup_id) {
+            return None;
+        }
+        let learned = match self.proc_source.cgroup_path(pid) {
+            Ok(Some(path)) => self.cgroups.learn(cgroup_id, &path).cloned(),
+            _ => None,
+        };
+        if learned.is_none() {
+            if self.unlearnable.len() >= MAX_GONE {
+                self.unlearnable.clear();
+            }
+            self.unlearnable.insert(cgroup_id);
+        }
+        learned
+    }
+
+    fn fail(&mut self, reason: FailureReason) {
+        self.stats.failures[reason as usize] += 1;
+    }
+
+    /// Attributes one event.
+    pub fn process(&mut self, event: &Event, now: Instant) -> Attributed<'_> {
+        let h = *event.header();
+        self.stats.events[event.kind() as usize] += 1;
+        let cgroup_id = h.cgroup_id;
+        let pid = h.pid;
+
+        let info: Option<Arc<CgroupInfo>> = match self.cgroups.resolve(cgroup_id, now) {
+            Some(info) => Some(info.clone()),
+            None => match self.learn_cgroup(cgroup_id, pid) {
+                Some(info) => Some(info),
+                None => {
+                    self.fail(FailureReason::UnknownCgroup);
+                    None
+                }
+            },
+        };
+        let kind = info.as_ref().map(|i| &i.kind);
+
+        match event {
+            Event::Exec(e) => {
+                if self.procs.peek(e.ppid).is_none() {
+                    self.look_up(e.ppid, now);
+                }
+                self.gone.remove(&pid);
+                self.procs.exec(NewProcess {
+                    pid,
+                    ppid: e.ppid,
+                    start_time_ns: e.start_time_ns,
+                    uid: h.uid,
+                    exe: Box::from(escape_bytes(e.filename()).as_ref()),
+                    argv: Argv::from_parts(e.argv(), e.argv_truncated()),
+                    cgroup_id,
+                    container: kind.and_then(CgroupKind::container).map(|c| c.id.clone()),
+                });
+            }
+            Event::Exit(_) => self.procs.exit(pid),
+            // An accepted connection whose listener is unknown carries no process (pid 0).
+            _ if pid == 0 => {}
+            _ => {
+                if self.procs.get(pid).is_none() && !self.look_up(pid, now) {
+                    self.fail(FailureReason::ProcessGone);
+                }
+                if let Event::Identity(e) = event {
+                    // The header has the real ids after the call.
+                    if e.ret == 0 {
+                        self.procs.set_uid(pid, h.uid);
+                    }
+                }
+            }
+        }
+
+        let mut has_pod = false;
+        if let Some(store) = &self.pods {
+            match kind {
+                Some(CgroupKind::Container(c)) => {
+                    let generation = store.generation();
+                    let fresh = self
+                        .pod_cache
+                        .get(&cgroup_id)
+                        .is_some_and(|(g, _)| *g == generation);
+                    if !fresh {
+                        if self.pod_cache.len() >= MAX_POD_CACHE {
+                            self.pod_cache.clear();
+                        }
+                        let answer = store.read(|index| index.lookup(c));
+                        self.pod_cache.insert(cgroup_id, (generation, answer));
+                    }
+                    let reason = match self.pod_cache.get(&cgroup_id).map(|(_, a)| a) {
+                        Some(Some(a)) if a.container.is_none() => {
+                            Some(FailureReason::ContainerNotFound)
+                        }
+                        Some(Some(_)) => None,
+                        _ if !store.synced() => Some(FailureReason::PodsNotSynced),
+                        _ => Some(FailureReason::PodNotFound),
+                    };
+                    has_pod = !matches!(
+                        reason,
+                        Some(FailureReason::PodsNotSynced | FailureReason::PodNotFound)
+                    );
+                    if let Some(reason) = reason {
+                        self.stats.failures[reason as usize] += 1;
+                    }
+                }
+                Some(CgroupKind::Pod { .. }) => {
+                    self.stats.failures[FailureReason::NoContainerId as usize] += 1
+                }
+                _ => {}
+            }
+        }
+
+        let pod = if has_pod {
+            self.pod_cache.get(&cgroup_id).and_then(|(_, a)| a.as_ref())
+        } else {
+            None
+        };
+        Attributed {
+            process: self.procs.peek(pid),
+            cgroup: self.cgroups.get(cgroup_id).map(|c| &**c),
+            pod,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::ResolverConfig;
+    use crate::pods::{pod_meta, ContainerKind, ContainerMeta, PodMeta, Workload};
+    use crate::proctable::TableConfig;
+    use crate::synth::{self, MemCgroups, MemProc};
+    use herdwatch_abi::{EventKind, ACCESS_READ, IPPROTO_TCP, NET_ACCEPT, NET_CONNECT};
+    use std::time::Duration;
+
+    const UID: &str = "4f1c2a3b-5d6e-4f70-8192-a3b4c5d6e7f8";
+    const WEB: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const PAUSE: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const HOST: u64 = 1;
+    const POD_CG: u64 = 20;
+    const WEB_CG: u64 = 21;
+    const PAUSE_CG: u64 = 22;
+    const SHIM: u32 = 500;
+
+    fn cgroups() -> MemCgroups {
+        MemCgroups {
+            cgroups: vec![
+                (HOST, "/".into()),
+                (POD_CG, format!("/kubepods/besteffort/pod{UID}")),
+                (WEB_CG, format!("/kubepods/besteffort/pod{UID}/{WEB}")),
+                (PAUSE_CG, format!("/kubepods/besteffort/pod{UID}/{PAUSE}")),
+            ],
+            walks: 0,
+        }
+    }
+
+    fn snapshot(pid: u32, ppid: u32, exe: &str, cgroup: &str) -> ProcSnapshot {
+        ProcSnapshot {
+            pid,
+            ppid,
+            start_time_ns: u64::from(pid) * 1_000_000_000,
+            uid: 0,
+            exe: Box::from(exe),
+            argv: Argv::from_nul_block(exe.as_bytes(), false),
+            cgroup_path: Some(cgroup.to_owned()),
+        }
+    }
+
+    fn host_proc() -> MemProc {
+        let mut p = MemProc::default();
+        p.procs.insert(1, snapshot(1, 0, "/sbin/init", "/"));
+        p.procs.insert(
+            SHIM,
+            snapshot(SHIM, 1, "/usr/bin/containerd-shim-runc-v2", "/"),
+        );
+        p
+    }
+
+    type TestPipeline<'a> = Pipeline<&'a mut MemCgroups, &'a mut MemProc>;
+
+    fn pipeline<'a>(
+        cg: &'a mut MemCgroups,
+        proc: &'a mut MemProc,
+        pods: Option<Arc<PodStore>>,
+    ) -> TestPipeline<'a> {
+        let config = ResolverConfig {
+            min_rescan_interval: Duration::ZERO,
+            ..ResolverConfig::default()
+        };
+        Pipeline::new(
+            CgroupResolver::new(cg, config),
+            ProcessTable::new(TableConfig::default()),
+            proc,
+            pods,
+        )
+    }
+
+    fn failures(p: &TestPipeline<'_>, reason: FailureReason) -> u64 {
+        p.stats().failures[reason as usize]
+    }
+
+    fn web_pod() -> PodMeta {
+        PodMeta {
+            uid: UID.into(),
+            namespace: "shop".into(),
+            name: "web-7d4b9c-x2x9k".into(),
+            labels: Default::default(),
+            workload: Workload { kind: "Deployment".into(), name: "web".into() },
+            containers: vec![ContainerMeta {
+                name: "web".into(),
+                kind: ContainerKind::App,
+                image: "registry.local/web:1.2".into(),
+                image_id: "registry.local/web@sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
+                image_digest: Some("sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into()),
+                runtime: None,
+                container_ids: vec![WEB.into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn exec_then_activity_is_attributed_to_process_and_container() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        let exec = synth::exec(
+            1000,
+            SHIM,
+            0,
+            WEB_CG,
+            7,
+            b"/usr/sbin/nginx",
+            b"nginx\0-g\0daemon off;\0",
+        );
+        let a = p.process(&exec, now);
+        let process = a.process.unwrap();
+        assert_eq!(&*process.exe, "/usr/sbin/nginx");
+        assert_eq!(
+            process.argv.iter().collect::<Vec<_>>(),
+            ["nginx", "-g", "daemon off;"]
+        );
+        assert_eq!(
+            a.cgroup.unwrap().kind.container().map(|c| &*c.id),
+            Some(WEB)
+        );
+        assert!(!process.exec_session);
+
+        let open = synth::file(1000, WEB_CG, b"/etc/nginx/nginx.conf", ACCESS_READ);
+        let a = p.process(&open, now);
+        assert_eq!(a.process.map(|p| p.pid), Some(1000));
+        assert_eq!(a.process.map(|p| p.ppid), Some(SHIM));
+        assert!(a.pod.is_none(), "no pod watch in this mode");
+        let stats = p.stats();
+        assert_eq!(stats.events[EventKind::Exec as usize], 1);
+        assert_eq!(stats.events[EventKind::File as usize], 1);
+        assert_eq!(stats.failures, [0; FailureReason::COUNT]);
+        // The shim (the exec's parent) was read from /proc on demand.
+        assert_eq!(stats.processes, 2);
+    }
+
+    #[test]
+    fn runc_exec_in_a_container_is_an_exec_session() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        p.seed_from_proc(now).unwrap();
+        p.process(
+            &synth::exec(1000, SHIM, 0, WEB_CG, 10, b"/usr/sbin/nginx", b"nginx\0"),
+            now,
+        );
+        // runc exec (host) → runc init → the shell in the container.
+        p.process(
+            &synth::exec(2000, SHIM, 0, HOST, 20, b"/usr/bin/runc", b"runc\0exec\0"),
+            now,
+        );
+        p.process(
+            &synth::exec(2001, 2000, 0, HOST, 21, b"/usr/bin/runc", b"runc\0init\0"),
+            now,
+        );
+        let a = p.process(
+            &synth::exec(2001, 2000, 0, WEB_CG, 21, b"/bin/sh", b"sh\0"),
+            now,
+        );
+        assert!(a.process.unwrap().exec_session);
+        let a = p.process(
+            &synth::exec(2002, 2001, 0, WEB_CG, 22, b"/usr/bin/curl", b"curl\0x\0"),
+            now,
+        );
+        assert!(a.process.unwrap().exec_session);
+        let a = p.process(
+            &synth::exec(1001, 1000, 0, WEB_CG, 23, b"/usr/sbin/nginx", b"nginx\0"),
+            now,
+        );
+        assert!(!a.process.unwrap().exec_session);
+        assert_eq!(p.stats().table.exec_sessions, 1);
+    }
+
+    #[test]
+    fn unknown_cgroups_are_counted_and_the_event_still_passes() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let resolver = CgroupResolver::new(&mut cg, ResolverConfig::default());
+        let mut p = Pipeline::new(
+            resolver,
+            ProcessTable::new(TableConfig::default()),
+            &mut proc,
+            None,
+        );
+        let now = Instant::now();
+        let a = p.process(&synth::syscall(SHIM, 999, 0), now);
+        assert!(a.cgroup.is_none());
+        assert_eq!(
+            a.process.map(|p| &*p.exe),
+            Some("/usr/bin/containerd-shim-runc-v2")
+        );
+        assert_eq!(failures(&p, FailureReason::UnknownCgroup), 1);
+        // The shim's /proc entry names another cgroup; a flood from this id reads /proc
+        // no more until the next walk.
+        for nr in 1..100 {
+            p.process(&synth::syscall(SHIM, 999, nr), now);
+        }
+        assert_eq!(failures(&p, FailureReason::UnknownCgroup), 100);
+        assert_eq!(p.stats().cgroups.walks, 1);
+        drop(p);
+        // One read to learn the cgroup, one to learn the process.
+        assert_eq!(proc.reads, 2);
+    }
+
+    #[test]
+    fn a_cgroup_newer_than_the_last_walk_is_learned_from_proc() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let fresh = format!("/kubepods/besteffort/pod{UID}/{}", "c".repeat(64));
+        proc.procs
+            .insert(1500, snapshot(1500, SHIM, "/job", &fresh));
+        let config = ResolverConfig {
+            min_rescan_interval: Duration::from_secs(3600),
+            ..ResolverConfig::default()
+        };
+        let resolver = CgroupResolver::new(&mut cg, config);
+        let mut p = Pipeline::new(
+            resolver,
+            ProcessTable::new(TableConfig::default()),
+            &mut proc,
+            None,
+        );
+        let now = Instant::now();
+        p.cgroups_mut().rescan(now).unwrap();
+        // The container is created after the walk, and the rate limit forbids another.
+        p.cgroups_mut()
+            .source_mut()
+            .cgroups
+            .push((30, fresh.clone()));
+        let a = p.process(&synth::syscall(1500, 30, 0), now);
+        assert_eq!(a.cgroup.map(|c| &*c.path), Some(fresh.as_str()));
+        assert_eq!(p.stats().failures, [0; FailureReason::COUNT]);
+        assert_eq!(p.stats().cgroups.learned, 1);
+        assert_eq!(p.stats().cgroups.walks, 1);
+        // A process whose cgroup moved on (its path has another id) teaches nothing.
+        let a = p.process(&synth::syscall(1500, 31, 0), now);
+        assert!(a.cgroup.is_none());
+        assert_eq!(failures(&p, FailureReason::UnknownCgroup), 1);
+    }
+
+    #[test]
+    fn processes_gone_before_attribution_are_counted_once_per_pid() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        for _ in 0..5 {
+            let a = p.process(&synth::file(31_337, WEB_CG, b"/tmp/x", ACCESS_READ), now);
+            assert!(a.process.is_none());
+            assert!(a.cgroup.is_some());
+        }
+        assert_eq!(failures(&p, FailureReason::ProcessGone), 5);
+        assert_eq!(p.stats().proc_vanished, 1);
+        drop(p);
+        assert_eq!(proc.reads, 1, "/proc is read once for a gone pid");
+    }
+
+    #[test]
+    fn forked_children_are_read_from_proc() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        proc.procs.insert(
+            1234,
+            snapshot(
+                1234,
+                1000,
+                "/usr/sbin/nginx",
+                &format!("/kubepods/besteffort/pod{UID}/{WEB}"),
+            ),
+        );
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let a = p.process(
+            &synth::net(1234, WEB_CG, NET_CONNECT, IPPROTO_TCP, [10, 0, 0, 1], 5432),
+            Instant::now(),
+        );
+        let process = a.process.unwrap();
+        assert_eq!(process.origin, crate::proctable::Origin::Proc);
+        assert_eq!(process.container.as_deref(), Some(WEB));
+        assert_eq!(process.cgroup_id, WEB_CG);
+        assert_eq!(failures(&p, FailureReason::ProcessGone), 0);
+    }
+
+    #[test]
+    fn exits_leave_tombstones_and_identity_changes_update_the_uid() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        p.process(
+            &synth::exec(1000, SHIM, 0, WEB_CG, 7, b"/app", b"app\0"),
+            now,
+        );
+        let a = p.process(&synth::identity(1000, WEB_CG, 105, 0, 65534), now);
+        assert_eq!(a.process.unwrap().uid, 65534);
+        let a = p.process(&synth::exit(1000, WEB_CG, 0), now);
+        assert!(a.process.unwrap().exited);
+        // An event of the exited process still in flight is attributed.
+        let a = p.process(&synth::file(1000, WEB_CG, b"/x", ACCESS_READ), now);
+        assert_eq!(a.process.map(|p| &*p.exe), Some("/app"));
+    }
+
+    #[test]
+    fn accepted_connections_without_a_listener_process_are_not_failures() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let a = p.process(
+            &synth::net(0, WEB_CG, NET_ACCEPT, IPPROTO_TCP, [10, 0, 0, 9], 40_000),
+            Instant::now(),
+        );
+        assert!(a.process.is_none());
+        assert_eq!(p.stats().failures, [0; FailureReason::COUNT]);
+        drop(p);
+        assert_eq!(proc.reads, 0);
+    }
+
+    #[test]
+    fn pod_attribution_and_its_failures() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let store = Arc::new(PodStore::default());
+        let mut p = pipeline(&mut cg, &mut proc, Some(store.clone()));
+        let now = Instant::now();
+        p.process(
+            &synth::exec(1000, SHIM, 0, WEB_CG, 7, b"/app", b"app\0"),
+            now,
+        );
+        let ev = synth::file(1000, WEB_CG, b"/data", ACCESS_READ);
+
+        // Before the first list.
+        assert!(p.process(&ev, now).pod.is_none());
+        assert_eq!(failures(&p, FailureReason::PodsNotSynced), 2);
+
+        // Synced, but the pod is not there.
+        store.replace_all(Vec::new());
+        assert!(p.process(&ev, now).pod.is_none());
+        assert_eq!(failures(&p, FailureReason::PodNotFound), 1);
+
+        // The pod arrives: the cached answer is replaced.
+        store.upsert(web_pod());
+        let a = p.process(&ev, now);
+        let pod = a.pod.expect("attributed");
+        assert_eq!(pod.pod.namespace, "shop");
+        assert_eq!(pod.pod.workload.kind, "Deployment");
+        let container = pod.container().unwrap();
+        assert_eq!(container.name, "web");
+        assert!(container
+            .image_digest
+            .as_deref()
+            .unwrap()
+            .starts_with("sha256:0011"));
+        assert_eq!(p.stats().pods, 1);
+
+        // The sandbox is in the pod but not in its container statuses.
+        let a = p.process(&synth::syscall(SHIM, PAUSE_CG, 34), now);
+        assert_eq!(a.pod.map(|p| p.pod.name.as_str()), Some("web-7d4b9c-x2x9k"));
+        assert!(a.pod.unwrap().container().is_none());
+        assert_eq!(failures(&p, FailureReason::ContainerNotFound), 1);
+
+        // A process in the pod's own cgroup, and one on the host.
+        p.process(&synth::syscall(SHIM, POD_CG, 0), now);
+        assert_eq!(failures(&p, FailureReason::NoContainerId), 1);
+        p.process(&synth::syscall(SHIM, HOST, 0), now);
+        let total: u64 = p.stats().failures.iter().sum();
+        assert_eq!(total, 2 + 1 + 1 + 1);
+
+        // The pod is deleted.
+        store.remove(UID);
+        assert!(p.process(&ev, now).pod.is_none());
+        assert_eq!(failures(&p, FailureReason::PodNotFound), 2);
+    }
+
+    #[test]
+    fn pod_meta_from_the_api_feeds_the_pipeline() {
+        // The same path as the watch: a Pod object → PodMeta → store.
+        use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
+        let pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                uid: Some(UID.into()),
+                namespace: Some("ns".into()),
+                name: Some("p".into()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "c".into(),
+                    container_id: Some(format!("containerd://{WEB}")),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let store = Arc::new(PodStore::default());
+        store.replace_all(vec![pod_meta(
+            &pod,
+            Workload {
+                kind: "Pod".into(),
+                name: "p".into(),
+            },
+        )
+        .unwrap()]);
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, Some(store));
+        let a = p.process(&synth::syscall(SHIM, WEB_CG, 0), Instant::now());
+        assert_eq!(
+            a.pod.and_then(|p| p.container()).map(|c| c.name.as_str()),
+            Some("c")
+        );
+    }
+
+    #[test]
+    fn seeding_counts_vanished_processes() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        proc.procs.insert(
+            1000,
+            snapshot(
+                1000,
+                SHIM,
+                "/app",
+                &format!("/kubepods/besteffort/pod{UID}/{WEB}"),
+            ),
+        );
+        proc.procs.insert(
+            2000,
+            snapshot(
+                2000,
+                SHIM,
+                "/bin/sh",
+                &format!("/kubepods/besteffort/pod{UID}/{WEB}"),
+            ),
+        );
+        proc.vanishing = vec![4242, 4243];
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let seed = p.seed_from_proc(Instant::now()).unwrap();
+        assert_eq!(seed.processes, 4);
+        assert_eq!(seed.vanished, 2);
+        assert_eq!(p.stats().proc_vanished, 2);
+        assert_eq!(p.processes().container_init(WEB), Some(1000));
+        assert!(p.processes().peek(2000).unwrap().exec_session);
+        assert_eq!(p.processes().peek(1000).unwrap().cgroup_id, WEB_CG);
+    }
+
+    #[test]
+    fn non_utf8_exec_paths_and_argv_do_not_break_anything() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let mut argv = b"\xff\xfe\0".to_vec();
+        argv.extend(std::iter::repeat_n(b'a', 2000));
+        let a = p.process(
+            &synth::exec(1000, SHIM, 0, WEB_CG, 7, b"/tmp/\xc3\x28bin", &argv),
+            Instant::now(),
+        );
+        let process = a.process.unwrap();
+        assert_eq!(&*process.exe, "/tmp/\\xc3(bin");
+        assert_eq!(process.argv.args[0].as_ref(), "\\xff\\xfe");
+        assert!(process.argv.truncated);
+    }
+}

@@ -1,0 +1,179 @@
+//! Synthetic events and in-memory hosts, for tests and the pipeline benchmark: the
+//! pipeline can be driven without a kernel, a /proc or a cgroup hierarchy.
+
+use std::collections::HashMap;
+use std::io;
+
+use herdwatch_abi::{
+    Event, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, IdentityEvent, NetEvent,
+    SyscallEvent, AF_INET, EXEC_ARGV_TRUNCATED, MAX_ARGV, MAX_PATH,
+};
+
+use crate::cgroup::{CgroupSource, WalkStats};
+use crate::error::Result;
+use crate::procfs::{ProcReadError, ProcSnapshot, ProcSource};
+
+/// A header for `kind` from `pid` in `cgroup_id`.
+pub fn header(kind: EventKind, pid: u32, uid: u32, cgroup_id: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        pid,
+        tid: pid,
+        uid,
+        gid: uid,
+        _pad: 0,
+        cgroup_id,
+        ktime_ns: 0,
+    }
+}
+
+fn copy_into<const N: usize>(dst: &mut [u8; N], src: &[u8]) -> (u32, bool) {
+    let n = src.len().min(N);
+    dst[..n].copy_from_slice(&src[..n]);
+    (n as u32, src.len() > N)
+}
+
+/// An exec of `filename` with a NUL-separated `argv` block (cut at `MAX_ARGV`, flagged).
+pub fn exec(
+    pid: u32,
+    ppid: u32,
+    uid: u32,
+    cgroup_id: u64,
+    start_time_ns: u64,
+    filename: &[u8],
+    argv: &[u8],
+) -> Event {
+    let mut e = ExecEvent {
+        header: header(EventKind::Exec, pid, uid, cgroup_id),
+        ppid,
+        euid: uid,
+        egid: uid,
+        flags: 0,
+        filename_len: 0,
+        argv_len: 0,
+        start_time_ns,
+        filename: [0; MAX_PATH],
+        argv: [0; MAX_ARGV],
+    };
+    e.filename_len = copy_into(&mut e.filename, filename).0;
+    let (len, cut) = copy_into(&mut e.argv, argv);
+    e.argv_len = len;
+    if cut {
+        e.flags |= EXEC_ARGV_TRUNCATED;
+    }
+    Event::Exec(e)
+}
+
+pub fn exit(pid: u32, cgroup_id: u64, wait_status: i32) -> Event {
+    Event::Exit(ExitEvent {
+        header: header(EventKind::Exit, pid, 0, cgroup_id),
+        exit_code: wait_status,
+        _pad: 0,
+    })
+}
+
+pub fn syscall(pid: u32, cgroup_id: u64, nr: u32) -> Event {
+    Event::Syscall(SyscallEvent {
+        header: header(EventKind::Syscall, pid, 0, cgroup_id),
+        nr,
+        _pad: 0,
+    })
+}
+
+pub fn file(pid: u32, cgroup_id: u64, path: &[u8], access: u32) -> Event {
+    let mut e = FileEvent {
+        header: header(EventKind::File, pid, 0, cgroup_id),
+        access,
+        flags: 0,
+        open_flags: 0,
+        path_len: 0,
+        path: [0; MAX_PATH],
+    };
+    e.path_len = copy_into(&mut e.path, path).0;
+    Event::File(e)
+}
+
+/// An IPv4 network event.
+pub fn net(pid: u32, cgroup_id: u64, op: u8, protocol: u8, daddr: [u8; 4], dport: u16) -> Event {
+    let mut e = NetEvent {
+        header: header(EventKind::Net, pid, 0, cgroup_id),
+        op,
+        family: AF_INET,
+        protocol,
+        _pad0: 0,
+        sport: 0,
+        dport,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    e.daddr[..4].copy_from_slice(&daddr);
+    Event::Net(e)
+}
+
+/// A successful setuid-family call leaving real and effective uid `new_uid`.
+pub fn identity(pid: u32, cgroup_id: u64, syscall_nr: u32, old_uid: u32, new_uid: u32) -> Event {
+    Event::Identity(IdentityEvent {
+        header: header(EventKind::Identity, pid, new_uid, cgroup_id),
+        syscall_nr,
+        ret: 0,
+        old_uid,
+        old_gid: 0,
+        new_uid,
+        new_gid: 0,
+        args: [new_uid, u32::MAX, u32::MAX],
+        _pad: 0,
+    })
+}
+
+/// A cgroup hierarchy in memory.
+#[derive(Clone, Debug, Default)]
+pub struct MemCgroups {
+    pub cgroups: Vec<(u64, String)>,
+    /// Walks done so far.
+    pub walks: u64,
+}
+
+impl CgroupSource for MemCgroups {
+    fn walk(&mut self, visit: &mut dyn FnMut(u64, &str)) -> Result<WalkStats> {
+        self.walks += 1;
+        for (id, path) in &self.cgroups {
+            visit(*id, path);
+        }
+        Ok(WalkStats {
+            cgroups: self.cgroups.len() as u64,
+            ..WalkStats::default()
+        })
+    }
+
+    fn id_of(&mut self, path: &str) -> Option<u64> {
+        self.cgroups
+            .iter()
+            .find(|(_, p)| p == path)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// A /proc in memory. Pids in `vanishing` are listed but gone when read.
+#[derive(Clone, Debug, Default)]
+pub struct MemProc {
+    pub procs: HashMap<u32, ProcSnapshot>,
+    pub vanishing: Vec<u32>,
+    /// Reads done so far.
+    pub reads: u64,
+}
+
+impl ProcSource for MemProc {
+    fn pids(&mut self) -> io::Result<Vec<u32>> {
+        Ok(self
+            .procs
+            .keys()
+            .copied()
+            .chain(self.vanishing.iter().copied())
+            .collect())
+    }
+
+    fn read(&mut self, pid: u32) -> Result<ProcSnapshot, ProcReadError> {
+        self.reads += 1;
+        self.procs.get(&pid).cloned().ok_or(ProcReadError::Gone)
+    }
+}
