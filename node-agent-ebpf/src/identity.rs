@@ -5,13 +5,13 @@
 //! stashed at entry (per thread) and completed at the thread's next syscall entry, or at
 //! its exit, whichever comes first: by then the call has returned and its new ids are in
 //! place. A global count of pending stashes keeps that check to one load while there are
-//! none, which is nearly always.
+//! none, which is nearly always. The price of this design: while a stash is pending, every
+//! syscall on the machine also looks up its thread (tens of ns); a thread that changes its
+//! ids and then computes for a long time without a syscall stretches that window. An entry
+//! the LRU evicts unresolved (4096 threads mid-call at once) would leave the count above
+//! zero for good: slower, never wrong.
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    macros::map,
-    maps::LruHashMap,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::LruHashMap};
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{EventKind, IdentityEvent};
 

@@ -171,6 +171,44 @@ fn measure(args: &Args, on: bool) -> Result<Sample> {
     Ok(sample)
 }
 
+/// One line of the result table.
+struct Row {
+    name: String,
+    /// Operations per measurement (syscalls, calls, execs).
+    ops: f64,
+    unit: &'static str,
+    secs: fn(&Sample) -> f64,
+    goal: &'static str,
+    /// Seconds to the unit of the "added" column.
+    scale: f64,
+    added_unit: &'static str,
+}
+
+/// One workload's times over all rounds, summarised.
+struct Figure {
+    best_off: f64,
+    best_on: f64,
+    /// Per-round throughput ratios on/off (= time off / time on).
+    median_ratio: f64,
+    min_ratio: f64,
+    max_ratio: f64,
+}
+
+impl Figure {
+    fn new(off: &[Sample], on: &[Sample], secs: fn(&Sample) -> f64) -> Figure {
+        let best = |samples: &[Sample]| samples.iter().map(secs).fold(f64::MAX, f64::min);
+        // Each round's pair ran back to back, so its ratio cancels slow drift.
+        let ratios: Vec<f64> = off.iter().zip(on).map(|(a, b)| secs(a) / secs(b)).collect();
+        Figure {
+            best_off: best(off),
+            best_on: best(on),
+            min_ratio: ratios.iter().copied().fold(f64::MAX, f64::min),
+            max_ratio: ratios.iter().copied().fold(f64::MIN, f64::max),
+            median_ratio: median(ratios),
+        }
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
@@ -207,65 +245,85 @@ fn main() -> Result<()> {
         off.push(pair.0);
         on.push(pair.1);
     }
-    // Each round's on/off pair ran back to back, so its ratio cancels slow drift (other
-    // load on the machine); the figure is the median of those per-round ratios.
-    let paired = |f: fn(&Sample) -> f64| -> (f64, f64, f64, f64) {
-        let ratios: Vec<f64> = off.iter().zip(&on).map(|(a, b)| f(a) / f(b)).collect();
-        let added: Vec<f64> = off.iter().zip(&on).map(|(a, b)| f(b) - f(a)).collect();
-        let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
-        let hi = ratios.iter().copied().fold(f64::MIN, f64::max);
-        (median(ratios), lo, hi, median(added))
-    };
-    let median_of =
-        |samples: &[Sample], f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
     let dd_syscalls = 2.0 * args.dd_blocks as f64;
     let calls = args.getpid_calls as f64;
     let execs = args.execs as f64;
-    let dd = paired(|s| s.dd_secs);
-    let gp = paired(|s| s.getpid_secs);
-    let ex = paired(|s| s.exec_secs);
     let lost: u64 = on.iter().map(|s| s.execs_lost).sum();
     let emitted: u64 = on.iter().map(|s| s.execs_emitted).sum();
     let stormed = args.execs * args.rounds as u64;
 
     println!(
-        "herdwatch kernel benchmark: {} rounds, each agent off and on back to back; \
-         ratio = median of the per-round on/off throughput ratios (range in brackets)",
+        "herdwatch kernel benchmark: {} rounds, each with the agent off and on back to back.",
         args.rounds
     );
+    println!(
+        "best: fastest off run vs fastest on run (the cost itself, least disturbed by other \
+         load); median: median of the per-round ratios, [min-max]."
+    );
     println!();
-    println!("| workload | agent off | agent on | ratio on/off | goal | added |");
-    println!("|---|---|---|---|---|---|");
     println!(
-        "| dd bs=512 ({} blocks, read+write) | {:.2} M syscalls/s | {:.2} M syscalls/s | {:.3} [{:.3}-{:.3}] | >= 0.95 | {:.1} ns/syscall (goal <= 20) |",
-        args.dd_blocks,
-        dd_syscalls / median_of(&off, |s| s.dd_secs) / 1e6,
-        dd_syscalls / median_of(&on, |s| s.dd_secs) / 1e6,
-        dd.0,
-        dd.1,
-        dd.2,
-        dd.3 / dd_syscalls * 1e9
+        "| workload | agent off (best) | agent on (best) | ratio on/off, best | ratio on/off, median [range] | goal | added (best) |"
     );
-    println!(
-        "| getpid loop ({} calls) | {:.2} M calls/s | {:.2} M calls/s | {:.3} [{:.3}-{:.3}] | - | {:.1} ns/syscall |",
-        args.getpid_calls,
-        calls / median_of(&off, |s| s.getpid_secs) / 1e6,
-        calls / median_of(&on, |s| s.getpid_secs) / 1e6,
-        gp.0,
-        gp.1,
-        gp.2,
-        gp.3 / calls * 1e9
-    );
-    println!(
-        "| exec storm ({} x fork+exec /bin/true) | {:.0} execs/s | {:.0} execs/s | {:.3} [{:.3}-{:.3}] | >= 0.97 | {:.1} us/exec |",
-        args.execs,
-        execs / median_of(&off, |s| s.exec_secs),
-        execs / median_of(&on, |s| s.exec_secs),
-        ex.0,
-        ex.1,
-        ex.2,
-        ex.3 / execs * 1e6
-    );
+    println!("|---|---|---|---|---|---|---|");
+    let rows = [
+        Row {
+            name: format!("dd bs=512, {} blocks (read+write)", args.dd_blocks),
+            ops: dd_syscalls,
+            unit: "M syscalls/s",
+            secs: |s| s.dd_secs,
+            goal: ">= 0.95, <= 20 ns",
+            scale: 1e9,
+            added_unit: "ns/syscall",
+        },
+        Row {
+            name: format!("getpid loop, {} calls", args.getpid_calls),
+            ops: calls,
+            unit: "M calls/s",
+            secs: |s| s.getpid_secs,
+            goal: "<= 20 ns",
+            scale: 1e9,
+            added_unit: "ns/syscall",
+        },
+        Row {
+            name: format!("exec storm, {} x fork+exec /bin/true", args.execs),
+            ops: execs,
+            unit: "execs/s",
+            secs: |s| s.exec_secs,
+            goal: ">= 0.97, 0 lost",
+            scale: 1e6,
+            added_unit: "us/exec",
+        },
+    ];
+    for Row {
+        name,
+        ops,
+        unit,
+        secs,
+        goal,
+        scale,
+        added_unit,
+    } in rows
+    {
+        let fig = Figure::new(&off, &on, secs);
+        // Millions for syscalls, plain for execs.
+        let per_sec = |t: f64| {
+            if unit.starts_with('M') {
+                ops / t / 1e6
+            } else {
+                ops / t
+            }
+        };
+        println!(
+            "| {name} | {:.2} {unit} | {:.2} {unit} | {:.3} | {:.3} [{:.3}-{:.3}] | {goal} | {:.1} {added_unit} |",
+            per_sec(fig.best_off),
+            per_sec(fig.best_on),
+            fig.best_off / fig.best_on,
+            fig.median_ratio,
+            fig.min_ratio,
+            fig.max_ratio,
+            (fig.best_on - fig.best_off) / ops * scale,
+        );
+    }
     println!();
     println!(
         "exec events in the 'on' rounds: {emitted} submitted, {lost} lost \
