@@ -9,7 +9,8 @@ export CARGO_TARGET_DIR ?= $(HERDWATCH_CACHE)/target
 # rustup's stable toolchain for user space; the eBPF build calls Debian's by absolute path.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all toolchain build test lint fmt-check clippy unit-test ebpf-test crd-check bench demo
+.PHONY: all toolchain build test lint fmt-check clippy unit-test ebpf-test crd-check bench demo \
+	demo-down images cluster-up chart-test chart-install e2e-test
 
 all: build
 
@@ -27,8 +28,44 @@ clippy: toolchain
 
 lint: fmt-check clippy
 
+# The end-to-end tests need the local cluster: they run in e2e-test, not here.
 unit-test: toolchain
-	cargo test --workspace
+	cargo test --workspace --exclude herdwatch-e2e
 
 test: lint unit-test
 	@echo "make test: all suites passed"
+
+# ---- local cluster, images, chart, end-to-end tests, demo (e2e/, scripts/) -------------
+CLUSTER := bash e2e/cluster/cluster.sh
+
+# The cluster's pinned helm (built by `cluster.sh build` into the cache).
+HELM := $(shell bash -c 'source e2e/cluster/lib/common.sh && cached_bin helm')
+
+$(HELM):
+	$(CLUSTER) build
+
+# Builds (what is missing of) the pinned Kubernetes components and starts the cluster.
+cluster-up:
+	$(CLUSTER) build
+	$(CLUSTER) up
+
+# herdwatch/agent:dev, herdwatch/operator:dev and the test workload, imported into the
+# cluster's containerd when it runs.
+images: toolchain
+	scripts/images.sh
+
+chart-test: $(HELM)
+	scripts/chart-test.sh
+
+chart-install:
+	scripts/install-chart.sh e2e/values.yaml
+
+e2e-test: cluster-up images chart-install
+	HERDWATCH_KUBECONFIG=$$($(CLUSTER) kubeconfig) \
+	  cargo test -p herdwatch-e2e -- --test-threads=1 --nocapture
+
+demo:
+	scripts/demo.sh
+
+demo-down:
+	scripts/demo.sh down

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Lints the herdwatch chart and checks what it renders, without a cluster:
+#   - helm lint --strict with the default, e2e and demo values;
+#   - the default render: the agent is not privileged and has hostPID, nothing grants
+#     access to secrets, the operator runs 2 replicas with leader election, and the CRDs
+#     in the chart are the generated ones (crds/);
+#   - switching the agent to privileged does render `privileged: true` (so the check above
+#     can fail), and the optional Prometheus objects render when enabled.
+# Usage: scripts/chart-test.sh
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../e2e/cluster/lib/common.sh
+source "$REPO/e2e/cluster/lib/common.sh"
+CHART="$REPO/charts/herdwatch"
+HELM=$(cached_bin helm)
+[[ -x $HELM ]] || die "helm is not built ($HELM): run bash e2e/cluster/cluster.sh build"
+
+failures=0
+pass() { printf '[chart-test] ok   %s\n' "$*"; }
+fail() { printf '[chart-test] FAIL %s\n' "$*" >&2; failures=$((failures + 1)); }
+check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
+# has <extended-regex> <text>, lacks <extended-regex> <text>
+has() { grep -Eq -- "$1" <<<"$2"; }
+lacks() { ! grep -Eiq -- "$1" <<<"$2"; }
+
+for values in "" "$REPO/e2e/values.yaml" "$REPO/e2e/demo-values.yaml"; do
+  args=(lint --strict "$CHART")
+  [[ -n $values ]] && args+=(-f "$values")
+  if out=$("$HELM" "${args[@]}" 2>&1); then pass "helm lint --strict ${values:+-f ${values#"$REPO"/}}"
+  else fail "helm lint --strict ${values:+-f ${values#"$REPO"/}}:"; echo "$out" >&2; fi
+done
+
+render() { "$HELM" template herdwatch "$CHART" -n herdwatch "$@"; }
+# The rendered YAML without comments (templates explain themselves in comments, which
+# would match the words looked for below).
+default=$(render | grep -v '^[[:space:]]*#')
+
+# The agent's pod spec: from "kind: DaemonSet" to the next document.
+agent=$(awk '/^kind: DaemonSet/{d=1} d && /^---/{exit} d{print}' <<<"$default")
+check "the agent DaemonSet renders" has 'name: herdwatch-agent' "$agent"
+check "the agent is not privileged by default" lacks 'privileged: true' "$default"
+check "the agent shares the host pid namespace" has 'hostPID: true' "$agent"
+check "the agent drops all capabilities before adding its own" has 'drop: \["ALL"\]' "$agent"
+check "the agent adds no CAP_SYS_ADMIN" lacks 'SYS_ADMIN' "$agent"
+check "nothing references secrets (RBAC, volumes, env)" lacks 'secret' "$default"
+check "the operator runs 2 replicas" has 'replicas: 2' "$default"
+check "the operator elects a leader" \
+  has 'value: "true"' "$(grep -A1 'name: HERDWATCH_LEADER_ELECTION' <<<"$default")"
+check "the operator runs as a non-root user" has 'runAsNonRoot: true' "$default"
+# Helm reads numbers as floats: 4194304 must not reach a flag as "4.194304e+06".
+check "numeric settings render as integers" \
+  lacks 'value: "[0-9.]+e[+-]?[0-9]+"' "$(render --set agent.ringBufferBytes=8388608 --set agent.maxProcesses=1000000)"
+# The operator's --default-mode takes learn, monitor or enforce; values say Monitor.
+for mode in Learn Monitor Enforce; do
+  check "operator.defaults.mode=$mode reaches the operator as a mode it accepts" \
+    has 'value: "(learn|monitor|enforce)"' \
+    "$(render --set "operator.defaults.mode=$mode" | grep -A2 'name: HERDWATCH_DEFAULT_MODE')"
+done
+
+crds_ok=1
+for f in "$REPO"/crds/*.yaml; do
+  cmp -s "$f" "$CHART/crds/$(basename "$f")" || { crds_ok=0; echo "  differs: charts/herdwatch/crds/$(basename "$f")" >&2; }
+done
+check "the chart's CRDs are the generated ones in crds/" test "$crds_ok" = 1
+
+privileged=$(render --set agent.privileged=true)
+check "agent.privileged=true renders privileged: true" has 'privileged: true' "$privileged"
+
+monitoring=$(render --set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true \
+  --set metrics.prometheusRule.enabled=true)
+check "ServiceMonitor renders when enabled" has '^kind: ServiceMonitor' "$monitoring"
+
+registry=$(render --set image.registry=registry.example.com/platform/ --set image.tag=1.2.3)
+check "image.registry prefixes the images" \
+  has 'image: "?registry.example.com/platform/herdwatch/agent:1.2.3' "$registry"
+
+if ((failures)); then
+  echo "[chart-test] $failures check(s) failed" >&2
+  exit 1
+fi
+echo "[chart-test] all checks passed"
