@@ -22,6 +22,11 @@ build: toolchain
 
 fmt-check:
 	cargo fmt --all --check
+	cd node-agent-ebpf && cargo fmt --check
+
+# The CRDs in crds/ and the chart are generated from crates/api; fail when they drift.
+crd-check:
+	cargo run -q -p herdwatch-api --bin crdgen -- --check
 
 clippy: toolchain
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -32,7 +37,7 @@ lint: fmt-check clippy
 unit-test: toolchain
 	cargo test --workspace --exclude herdwatch-e2e
 
-test: lint unit-test
+test: lint crd-check unit-test chart-test
 	@echo "make test: all suites passed"
 
 # ---- local cluster, images, chart, end-to-end tests, demo (e2e/, scripts/) -------------
@@ -62,7 +67,7 @@ chart-install:
 
 e2e-test: cluster-up images chart-install
 	HERDWATCH_KUBECONFIG=$$($(CLUSTER) kubeconfig) \
-	  cargo test -p herdwatch-e2e -- --test-threads=1 --nocapture
+	  cargo test -p herdwatch-e2e --no-fail-fast -- --test-threads=1 --nocapture
 
 demo:
 	scripts/demo.sh
