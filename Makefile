@@ -37,7 +37,9 @@ lint: fmt-check clippy
 unit-test: toolchain
 	cargo test --workspace --exclude herdwatch-e2e
 
-test: lint crd-check unit-test chart-test
+# The whole suite: lints, generated-file drift, unit and kernel tests (as root), the chart,
+# and the end-to-end scenarios on the local cluster (built and started when missing).
+test: lint crd-check unit-test chart-test e2e-test
 	@echo "make test: all suites passed"
 
 # ---- local cluster, images, chart, end-to-end tests, demo (e2e/, scripts/) -------------

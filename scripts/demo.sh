@@ -43,7 +43,11 @@ step() { stepno=$((stepno + 1)); printf '\n%s[demo %4ss] %d. %s%s\n' "$bold" "$(
 info() { printf '[demo %4ss]    %s\n' "$(($(date +%s) - start))" "$*"; }
 # show <command...>: prints the command as a user would type it (k is kubectl), then its output.
 show() {
-  local shown="$*"
+  local shown="" a
+  for a in "$@"; do
+    [[ $a =~ [[:space:]\$\;\{] ]] && a="'$a'"
+    shown+="${shown:+ }$a"
+  done
   printf '%s    $ %s%s\n' "$dim" "${shown/#k /kubectl }" "$off"
   "$@" 2>&1 | sed 's/^/      /' || true
 }
@@ -70,10 +74,11 @@ wait_for() {
     if (($(date +%s) - t0 >= timeout)); then fail "$what: not after ${timeout}s (last: ${state:-nothing})"; fi
     if (($(date +%s) - last >= 10)); then
       last=$(date +%s)
-      info "  ... $(($(date +%s) - t0))s: ${state:-waiting}"
+      info "  ... $(($(date +%s) - t0))s: ${state%%$'\n'*}"
     fi
     sleep 2
   done
+  state=${state%%$'\n'*}
   info "  done after $(($(date +%s) - t0))s${state:+: $state}"
 }
 
@@ -172,11 +177,13 @@ profile_exists() { local n; n=$(profile_name); [[ -n $n ]] && echo "$n"; }
 wait_for 60 "the operator to create the web server's BehaviorProfile" profile_exists
 BP=$(profile_name)
 learning_state() {
-  local phase
-  phase=$(k -n "$DEMO_NS" get bp "$BP" -o jsonpath='{.status.phase}')
-  k -n "$DEMO_NS" get bp "$BP" -o jsonpath='{"phase "}{.status.phase}{", replicas seen "}{.status.learning.replicas.count}{", revision "}{.status.revision}{", conditions: "}{range .status.conditions[*]}{.type}{"="}{.status}{" "}{end}'
-  echo
-  [[ $phase == Enforcing ]]
+  k -n "$DEMO_NS" get bp "$BP" -o json | jq -r '.status as $s | ($s.phase // "none") as $phase
+    | "phase \($phase), \($s.learning.replicas.count // 0) replicas seen, "
+      + ([$s.conditions[]? | select(.type == "Bounded") | .message] | join(""))
+      + (if $phase == "Learning"
+         then "; waiting for: " + ([$s.conditions[]? | select(.type == "Incomplete" and .status == "True") | .message] | join("; "))
+         else "" end),
+      ($phase != "Learning" and $phase != "none")' | { read -r line; read -r promoted; echo "$line"; [[ $promoted == true ]]; }
 }
 wait_for "$LEARN_TIMEOUT" "profile $BP to leave Learning for Enforcing" learning_state
 show k -n "$DEMO_NS" get bp "$BP" -o wide
@@ -237,8 +244,13 @@ step "The BehaviorViolation outlives the pod: the forensic record"
 wait_for "$ACT_TIMEOUT" "the record of $second to show the outcome Evicted" violation_of "$second" Evicted
 bv=$(violation_of "$second" Evicted)
 show k -n "$DEMO_NS" get bv
-info "kubectl -n $DEMO_NS get bv $bv -o yaml (spec and status):"
-k -n "$DEMO_NS" get bv "$bv" -o yaml | sed -n '/^spec:/,$p' | sed 's/^/      /'
+info "kubectl -n $DEMO_NS get bv $bv -o yaml (spec and status; each ancestor's argv shortened):"
+k -n "$DEMO_NS" get bv "$bv" -o yaml | sed -n '/^spec:/,$p' | awk '
+  /^  ancestry:/ { a = 1; print; next }
+  a && /^  [^ -]/ { a = 0 }
+  a && /^  - / { n = 0 }
+  a && /^    - / { n++; if (n == 4) print "    - ..."; if (n >= 4) next }
+  { print }' | cut -c1-140 | sed 's/^/      /'
 
 # ---- 6. the metric -------------------------------------------------------------------------
 step "The agent's /metrics counts the violations (scraped through the API server's pod proxy)"

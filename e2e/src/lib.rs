@@ -54,7 +54,7 @@ pub const REPORTING_CONTROLLER: &str = "herdwatch.dev/operator";
 
 const START_HINT: &str = "start the cluster and install herdwatch with `make e2e-test` (or: \
 `make cluster-up images`, then `export HERDWATCH_KUBECONFIG=$(bash e2e/cluster/cluster.sh kubeconfig)` \
-and `cargo test -p herdwatch-e2e -- --test-threads=1 --nocapture`)";
+and `cargo test -p herdwatch-e2e --no-fail-fast -- --test-threads=1 --nocapture`)";
 
 /// A connection to the e2e cluster.
 #[derive(Clone)]
