@@ -57,6 +57,9 @@ fail() {
   k -n "$DEMO_NS" get pods -o wide >&2 2>&1 || true
   k -n "$DEMO_NS" get bp,bv >&2 2>&1 || true
   k -n "$HW_NS" get pods >&2 2>&1 || true
+  printf '[demo] latest warnings of the agent and the operator:\n' >&2
+  { k -n "$HW_NS" logs ds/"$RELEASE"-agent --tail=400; k -n "$HW_NS" logs deploy/"$RELEASE"-operator --tail=400; } 2>/dev/null \
+    | sed 's/\x1b\[[0-9;]*m//g' | grep -E ' (WARN|ERROR) ' | tail -8 | cut -c1-300 >&2 || true
   printf '[demo] logs: KUBECONFIG=%s kubectl -n %s logs ds/%s-agent; kubectl -n %s logs deploy/%s-operator\n' \
     "$ADMIN_KUBECONFIG" "$HW_NS" "$RELEASE" "$HW_NS" "$RELEASE" >&2
   exit 1
@@ -64,13 +67,15 @@ fail() {
 k() { "$(cached_bin kubectl)" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 
 # wait_for <timeout-seconds> <description> <command...>: runs the command every 2 s until it
-# succeeds; prints its output (the state) every 10 s.
+# succeeds; prints its output (the state) every 10 s. Exit status 2 means it never will.
 wait_for() {
-  local timeout=$1 what=$2 t0 last=0 state
+  local timeout=$1 what=$2 t0 last=0 state rc
   shift 2
   t0=$(date +%s)
   info "waiting for $what (up to ${timeout}s)"
   until state=$("$@" 2>&1); do
+    rc=$?
+    if ((rc == 2)); then fail "$what: ${state:-gave up}"; fi
     if (($(date +%s) - t0 >= timeout)); then fail "$what: not after ${timeout}s (last: ${state:-nothing})"; fi
     if (($(date +%s) - last >= 10)); then
       last=$(date +%s)
@@ -229,7 +234,24 @@ show k -n "$DEMO_NS" patch bp "$BP" --type merge -p '{"spec":{"response":{"actio
 step "Playing the intruder again, in pod $second: herdwatch evicts it and the Deployment replaces it"
 uid=$(k -n "$DEMO_NS" get pod "$second" -o jsonpath='{.metadata.uid}')
 intrude "$second"
-gone() { [[ "$(k -n "$DEMO_NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null)" != "$2" ]] && echo "$1 is gone"; }
+gone() { # <pod> <uid>: the pod is gone; exit 2 when herdwatch refused to evict it
+  if [[ "$(k -n "$DEMO_NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null)" != "$2" ]]; then
+    echo "$1 is gone"
+    return 0
+  fi
+  local refused
+  # Once one record evicted the pod, the others of the same intrusion are refused (the
+  # owner is already one replica short): only a refusal that no eviction followed within
+  # 10 s is final.
+  refused=$(k -n "$DEMO_NS" get bv -o json | jq -r --arg pod "$1" '[.items[] | select(.spec.pod == $pod)] as $mine
+    | if any($mine[]; .status.outcome == "Evicted") then empty
+      else [$mine[] | select(.status.outcome == "Refused" and (now - (.status.decidedAt | fromdateiso8601)) > 10)]
+        | first | .status.message // empty end')
+  if [[ -n $refused ]]; then echo "herdwatch refused the eviction: $refused"; return 2; fi
+  echo "records of $1: $(k -n "$DEMO_NS" get bv -o json | jq -r --arg pod "$1" \
+    '[.items[] | select(.spec.pod == $pod) | .status.outcome // "Pending"] | join(", ")')"
+  return 1
+}
 replaced() {
   local ready
   ready=$(k -n "$DEMO_NS" get deploy "$APP" -o jsonpath='{.status.readyReplicas}')

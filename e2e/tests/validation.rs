@@ -27,7 +27,8 @@ where
 
 #[tokio::test]
 async fn invalid_profile_is_refused_with_the_cel_message() {
-    let env = Env::connect().await;
+    // The CRDs come with the chart: install it when it is not there.
+    let env = Env::with_herdwatch().await;
     with_temp_ns(&env, "validation", &[], |env, ns| async move {
         let api: Api<BehaviorProfile> = Api::namespaced(env.client.clone(), &ns);
 
