@@ -47,19 +47,36 @@ async fn chart_installs_and_agent_and_operator_become_ready() {
     }
     step("the four CRDs are Established");
 
-    // Leader election: one of the two Ready operator pods holds the Lease.
+    // Leader election: one of the two operator replicas holds the Lease. Pods of a
+    // previous rollout may still be terminating after an upgrade: they do not count.
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), HERDWATCH_NAMESPACE);
-    let operators: Vec<String> = pods
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
-        )))
-        .await
-        .expect("listing operator pods")
-        .items
-        .iter()
-        .map(|p| p.name_any())
-        .collect();
-    assert_eq!(operators.len(), 2, "two operator replicas: {operators:?}");
+    let selector =
+        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator");
+    let operators: Vec<String> = herdwatch_e2e::wait_until(
+        "exactly two operator replicas (old rollouts gone)",
+        Duration::from_secs(120),
+        || {
+            let pods = pods.clone();
+            let selector = selector.clone();
+            async move {
+                let names: Vec<String> = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| format!("listing operator pods: {e}"))?
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .map(|p| p.name_any())
+                    .collect();
+                if names.len() == 2 {
+                    Ok(names)
+                } else {
+                    Err(format!("operator pods: {names:?}"))
+                }
+            }
+        },
+    )
+    .await;
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), HERDWATCH_NAMESPACE);
     let holder = herdwatch_e2e::wait_until(
         "an operator replica to hold the leader Lease",
