@@ -35,7 +35,7 @@ use crate::behavior::{
 use crate::event::{Event, EventKind};
 use crate::net::Cidr;
 use crate::sketch::{fnv1a64, ReplicaId, WorkloadReplicas};
-use crate::time::{max_time, Timestamp};
+use crate::time::Timestamp;
 
 /// A last-seen time moving by less than this is not worth a write.
 pub const LAST_SEEN_GRANULARITY: Duration = Duration::from_secs(300);
@@ -346,21 +346,27 @@ impl Observation {
         new
     }
 
-    /// The latest first sighting of any entry (when the observation last learned something).
-    pub fn newest_entry(&self) -> Option<Timestamp> {
-        fn newest<R: Rule>(r: &Rules<R>) -> Option<Timestamp> {
-            r.entries().iter().filter_map(|e| e.seen.first_seen).max()
+    /// The first sighting of every entry, all categories together.
+    fn first_sightings(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        fn of<R: Rule>(r: &Rules<R>) -> impl Iterator<Item = Timestamp> + '_ {
+            r.entries().iter().filter_map(|e| e.seen.first_seen)
         }
         let b = &self.behavior;
-        [
-            newest(&b.processes),
-            newest(&b.syscalls),
-            newest(&b.egress),
-            newest(&b.listen),
-            newest(&b.files),
-        ]
-        .into_iter()
-        .fold(None, max_time)
+        of(&b.processes)
+            .chain(of(&b.syscalls))
+            .chain(of(&b.egress))
+            .chain(of(&b.listen))
+            .chain(of(&b.files))
+    }
+
+    /// The latest first sighting of any entry (when the observation last learned something).
+    pub fn newest_entry(&self) -> Option<Timestamp> {
+        self.first_sightings().max()
+    }
+
+    /// The earliest first sighting of any entry.
+    pub fn behavior_first_seen(&self) -> Option<Timestamp> {
+        self.first_sightings().min()
     }
 }
 

@@ -363,25 +363,6 @@ impl Profile {
     }
 }
 
-impl Observation {
-    /// The earliest first sighting of any entry.
-    pub fn behavior_first_seen(&self) -> Option<Timestamp> {
-        fn earliest<R: Rule>(r: &Rules<R>) -> Option<Timestamp> {
-            r.entries().iter().filter_map(|e| e.seen.first_seen).min()
-        }
-        let b = &self.behavior;
-        [
-            earliest(&b.processes),
-            earliest(&b.syscalls),
-            earliest(&b.egress),
-            earliest(&b.listen),
-            earliest(&b.files),
-        ]
-        .into_iter()
-        .fold(None, min_time)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
