@@ -3,6 +3,8 @@
 //! `herdwatch_operator` library for what they do). SIGTERM or SIGINT stops the controllers
 //! gracefully, then gives the leader Lease up so another replica takes over at once.
 
+use std::io::IsTerminal;
+
 use anyhow::{anyhow, Context as _};
 use clap::Parser;
 use herdwatch_operator::args::{Args, LogFormat};
@@ -18,7 +20,10 @@ use tracing_subscriber::EnvFilter;
 fn init_logging(args: &Args) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log)
         .with_context(|| format!("--log {:?} is not a valid log filter", args.log))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: escape codes in a pod's log make it unreadable.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

@@ -9,7 +9,9 @@
 //! a record it reads it first: a record that already exists for the same pod keeps its count
 //! (this instance's sightings are added to it), its first time, its first event and ancestry,
 //! and a kill it recorded. A write that fails is kept (the latest content per record) and
-//! retried every retry interval.
+//! retried every retry interval, unless the API server refused it for good: the record's
+//! namespace is gone or being deleted, or the record itself is invalid. Retrying those would
+//! repeat the same refusal forever, so they are dropped and counted as `rejected`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use prometheus::IntCounterVec;
 use tokio::sync::mpsc;
 use tracing::{debug, instrument, warn};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Records whose pre-existing state is remembered; cleared when full.
 const MAX_BASES: usize = 16_384;
@@ -56,6 +58,21 @@ pub fn on_top_of(base: &Base, mut ours: BehaviorViolation) -> BehaviorViolation 
         s.process_kill_error = b.process_kill_error.clone();
     }
     ours
+}
+
+/// Whether a failed write would fail the same way however often it is retried: the
+/// namespace does not exist (404 on an apply, which creates), is being deleted (403 with
+/// the `NamespaceTerminating` cause), or the record fails validation (422, 400).
+fn refused_for_good(error: &Error) -> bool {
+    let Error::Kube(kube::Error::Api(status)) = error else {
+        return false;
+    };
+    let terminating = status.details.as_ref().is_some_and(|d| {
+        d.causes
+            .iter()
+            .any(|c| c.reason == "NamespaceTerminating")
+    }) || status.message.contains("because it is being terminated");
+    matches!(status.code, 400 | 404 | 422) || (status.code == 403 && terminating)
 }
 
 /// Writes records.
@@ -123,6 +140,14 @@ impl ViolationWriter {
         let key = id(&v);
         self.failed.remove(&key);
         if let Err(error) = self.write(&v).await {
+            if refused_for_good(&error) {
+                warn!(%error, namespace = %key.0, name = %key.1, "the API server refused the violation record for good; dropping it");
+                self.writes
+                    .with_label_values(&["behaviorviolations", "rejected"])
+                    .inc();
+                self.bases.remove(&key);
+                return;
+            }
             warn!(%error, namespace = %key.0, name = %key.1, "cannot write the violation record; retrying");
             if self.failed.len() >= MAX_FAILED {
                 if let Some(k) = self.failed.keys().next().cloned() {
@@ -265,6 +290,43 @@ mod tests {
         assert_eq!(writer.failed(), 0);
         drop(writer);
         verify(verifier).await;
+    }
+
+    #[tokio::test]
+    async fn records_refused_for_good_are_dropped_not_retried() {
+        let terminating = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "behaviorviolations.herdwatch.dev \"web-1\" is forbidden: unable to create new content in namespace shop because it is being terminated",
+            "reason": "Forbidden", "code": 403,
+            "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]},
+        });
+        let (client, verifier) = mock(vec![
+            Exchange::get(&path()).fail(404, "NotFound"),
+            Exchange::patch(&path()).reply(403, terminating),
+            // The namespace is gone: the next record's apply is refused with 404.
+            Exchange::patch(&path()).fail(404, "NotFound"),
+            // A plain permission problem may be fixed by an administrator: kept.
+            Exchange::patch(&path()).fail(403, "Forbidden"),
+        ]);
+        let w = writes();
+        let mut writer = ViolationWriter::new(client, w.clone());
+        writer.write_or_keep(record(1, 100, 100)).await;
+        assert_eq!(writer.failed(), 0, "a terminating namespace is not retried");
+        // The dropped record's base went with it, so the next write would read first; give
+        // it an empty base so that the API sees only the applies under test.
+        writer.bases.insert(id(&record(1, 1, 1)), None);
+        writer.write_or_keep(record(2, 100, 110)).await;
+        assert_eq!(writer.failed(), 0, "a missing namespace is not retried");
+        writer.bases.insert(id(&record(1, 1, 1)), None);
+        writer.write_or_keep(record(3, 100, 120)).await;
+        assert_eq!(writer.failed(), 1, "a permission error is retried");
+        drop(writer);
+        verify(verifier).await;
+        assert_eq!(
+            w.with_label_values(&["behaviorviolations", "rejected"]).get(),
+            2
+        );
+        assert_eq!(w.with_label_values(&["behaviorviolations", "error"]).get(), 3);
     }
 
     #[tokio::test]
