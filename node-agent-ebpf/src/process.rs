@@ -1,12 +1,27 @@
 //! Process lifecycle: exec (`sched_process_exec`) and whole-process exit
-//! (`sched_process_exit` when the last thread goes).
+//! (`sched_process_exit` when the last thread goes), and the in-kernel kill of a program
+//! its cgroup's rules do not allow.
+//!
+//! `sched_process_exec` fires once the new image is in place and before the task returns
+//! to user mode, in the context of that task: a SIGKILL sent there
+//! (`bpf_send_signal`, which signals `current`) ends the new program before it runs a
+//! single instruction of its own. Only cgroups with an [`ENFORCE`] entry are judged, which
+//! the node agent writes for pod containers whose profile or policies ask for process
+//! kills; every other exec pays one hash lookup.
 
-use aya_ebpf::{helpers::gen, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::gen,
+    macros::{btf_tracepoint, map},
+    maps::{HashMap, PerCpuArray},
+    programs::BtfTracePointContext,
+};
 use core::ffi::c_void;
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
-    EventKind, ExecEvent, ExitEvent, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, MAX_ARGV,
-    MAX_PATH,
+    exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
+    ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
+    EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_KEY_NAME, EXE_KEY_PATH, MAX_ARGV, MAX_PATH,
 };
 
 use crate::common::{
@@ -14,10 +29,99 @@ use crate::common::{
 };
 use crate::identity;
 
+const SIGKILL: u32 = 9;
+
+/// cgroup id → how its execs are judged. Written by the agent only; not preallocated, so
+/// an idle node pays no memory for it. Its size is set by the loader.
+#[map]
+static ENFORCE: HashMap<u64, Enforcement> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// (cgroup, generation, executable path or name) → allowed / denied. Written by the agent.
+#[map]
+static EXE_RULES: HashMap<ExeKey, ExeVerdict> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Where the executable path is read when the ring buffer is full: the kill must not
+/// depend on room for the event.
+#[map]
+static EXEC_SCRATCH: PerCpuArray<[u8; MAX_PATH]> = PerCpuArray::with_max_entries(1, 0);
+
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let _ = try_exec(&ctx);
     0
+}
+
+/// The verdict bits of one key, 0 when it has none.
+#[inline(always)]
+fn verdict(key: &ExeKey) -> u32 {
+    // SAFETY: a lookup in a map of plain integers; the value is copied out at once.
+    unsafe { EXE_RULES.get(key) }.map_or(0, |v| v.bits)
+}
+
+/// Whether the program at `path` (its first `len` bytes), exec'd in `cgroup_id`, must
+/// die under `enforcement`.
+#[inline(always)]
+fn must_die(path: &[u8; MAX_PATH], len: u32, cgroup_id: u64, enforcement: Enforcement) -> bool {
+    // An empty or cut path cannot be matched exactly; the agent judges those.
+    if len == 0 || len as usize >= MAX_PATH {
+        return false;
+    }
+    let hashes = exe_hashes(path, len as usize);
+    let mut key = ExeKey {
+        cgroup_id,
+        hash: hashes.path,
+        generation: enforcement.generation,
+        len: hashes.path_len,
+        kind: EXE_KEY_PATH,
+        _pad: 0,
+    };
+    let by_path = verdict(&key);
+    if enforcement.flags & ENFORCE_DENY_LIST != 0 {
+        key.hash = hashes.name;
+        key.len = hashes.name_len;
+        key.kind = EXE_KEY_NAME;
+        if (by_path | verdict(&key)) & EXE_DENIED != 0 {
+            return true;
+        }
+    }
+    enforcement.flags & ENFORCE_ALLOW_LIST != 0 && by_path & EXE_ALLOWED == 0
+}
+
+/// Kills the current task. Counted by the agent from the event's flag (or, when the ring
+/// buffer was full, not at all: the exec is counted lost).
+#[inline(always)]
+fn kill_current() -> bool {
+    // SAFETY: a helper that signals the current task.
+    unsafe { gen::bpf_send_signal(SIGKILL) == 0 }
+}
+
+/// The path of the exec (`bprm->filename`) into `dst`; its length without the NUL, and
+/// whether it was cut.
+#[inline(always)]
+unsafe fn read_filename(bprm: usize, dst: *mut [u8; MAX_PATH]) -> (u32, bool) {
+    let Ok(filename) = kread::<usize>(bprm, off!(bprm_filename)) else {
+        return (0, false);
+    };
+    let n = gen::bpf_probe_read_kernel_str(dst.cast(), MAX_PATH as u32, filename as *const c_void);
+    if n <= 0 {
+        return (0, false);
+    }
+    let truncated = n as usize >= MAX_PATH && kread::<u8>(filename, MAX_PATH - 1).unwrap_or(0) != 0;
+    (n as u32 - 1, truncated)
+}
+
+/// Judges an exec that has no event record (the ring buffer is full).
+#[inline(never)]
+fn enforce_unrecorded(bprm: usize, cgroup_id: u64, enforcement: Enforcement) {
+    let Some(scratch) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch value; the program does not nest on one CPU.
+    let (len, truncated) = unsafe { read_filename(bprm, scratch) };
+    // SAFETY: as above.
+    if !truncated && must_die(unsafe { &*scratch }, len, cgroup_id, enforcement) {
+        kill_current();
+    }
 }
 
 #[inline(always)]
@@ -26,7 +130,13 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     // `(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`; `p` is current.
     let (task, bprm): (*const c_void, *const c_void) = unsafe { (ctx.arg(0), ctx.arg(2)) };
     let (task, bprm) = (task as usize, bprm as usize);
+    let cgroup_id = current_cgroup_id();
+    // SAFETY: a lookup in a map of plain integers; the value is copied out at once.
+    let enforcement = unsafe { ENFORCE.get(&cgroup_id) }.copied();
     let Some(mut entry) = reserve::<ExecEvent>(EventKind::Exec) else {
+        if let Some(enforcement) = enforcement {
+            enforce_unrecorded(bprm, cgroup_id, enforcement);
+        }
         return Ok(());
     };
     let event = entry.as_mut_ptr();
@@ -45,7 +155,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
         write_header(
             addr_of_mut!((*event).header),
             EventKind::Exec,
-            current_cgroup_id(),
+            cgroup_id,
             Actor::current(),
         );
         addr_of_mut!((*event).ppid).write(ppid);
@@ -54,21 +164,19 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
         addr_of_mut!((*event).start_time_ns).write(start_time_ns);
 
         // The path the kernel opened (`bprm->filename`): for a script, the script.
-        let mut filename_len = 0;
-        if let Ok(filename) = kread::<usize>(bprm, off!(bprm_filename)) {
-            let n = gen::bpf_probe_read_kernel_str(
-                addr_of_mut!((*event).filename).cast(),
-                MAX_PATH as u32,
-                filename as *const c_void,
-            );
-            if n > 0 {
-                filename_len = n as u32 - 1;
-                if n as usize >= MAX_PATH && kread::<u8>(filename, MAX_PATH - 1).unwrap_or(0) != 0 {
-                    flags |= EXEC_FILENAME_TRUNCATED;
-                }
-            }
+        let (filename_len, truncated) = read_filename(bprm, addr_of_mut!((*event).filename));
+        if truncated {
+            flags |= EXEC_FILENAME_TRUNCATED;
         }
         addr_of_mut!((*event).filename_len).write(filename_len);
+        if let Some(enforcement) = enforcement {
+            if !truncated
+                && must_die(&(*event).filename, filename_len, cgroup_id, enforcement)
+                && kill_current()
+            {
+                flags |= EXEC_KILLED_IN_KERNEL;
+            }
+        }
 
         // argv as the new image sees it: the block between mm->arg_start and arg_end, which
         // the kernel has just written into the new stack, so it is resident.

@@ -7,6 +7,11 @@
 //! - an exec storm: /bin/true spawned and waited for, one after the other, with the exec
 //!   events that did not fit in the ring buffer counted.
 //!
+//! With `--enforce other`, the "on" runs also have an in-kernel enforcement entry for a
+//! cgroup the benchmark is not in (every exec pays the lookup that misses); with
+//! `--enforce own`, a deny list that matches nothing for the benchmark's own cgroup (every
+//! exec pays the lookup, the hashing of its path and the rule lookups).
+//!
 //! Run as root: `bench/kernel.sh` (or `cargo run --release --example kernel_bench`).
 
 use std::process::Command;
@@ -16,9 +21,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use herdwatch_abi::EventKind;
 use herdwatch_node_agent::capture::{Capture, CaptureConfig};
+use herdwatch_node_agent::cgroup::{find_cgroup2_mount, CgroupSource, FsCgroupSource};
+use herdwatch_node_agent::evaluate::kernel::{ExecRules, KernelEnforcer};
 
 /// Measures what herdwatch's eBPF programs add to syscalls and execs.
 #[derive(Parser, Debug)]
@@ -35,6 +42,53 @@ struct Args {
     /// Off/on pairs; each figure is the median of its rounds.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// In-kernel enforcement entries present while the agent is on.
+    #[arg(long, value_enum, default_value_t = Enforce::None)]
+    enforce: Enforce,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Enforce {
+    /// No cgroup is under enforcement.
+    None,
+    /// One cgroup is, not the benchmark's.
+    Other,
+    /// The benchmark's own cgroup is, with a deny list that matches none of its programs.
+    Own,
+}
+
+/// The cgroup v2 id of this process.
+fn own_cgroup_id() -> Result<u64> {
+    let mount = find_cgroup2_mount("/proc/self/mountinfo".as_ref())?;
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .context("no cgroup v2 line in /proc/self/cgroup")?;
+    FsCgroupSource::new(mount)
+        .id_of(path)
+        .with_context(|| format!("no cgroup directory for {path}"))
+}
+
+/// Writes the enforcement entries `enforce` asks for.
+fn enforce(capture: &mut Capture, enforce: Enforce) -> Result<()> {
+    let cgroup_id = match enforce {
+        Enforce::None => return Ok(()),
+        // No cgroup has this id: every exec's lookup misses, as for any cgroup without an
+        // entry on a node where others have one.
+        Enforce::Other => u64::MAX,
+        Enforce::Own => own_cgroup_id()?,
+    };
+    let rules = ExecRules {
+        deny_names: [b"herdwatch-bench-never-run".to_vec()].into(),
+        ..ExecRules::default()
+    };
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.sync(capture, &[(cgroup_id, Arc::new(rules))].into());
+    if enforcer.generation(cgroup_id).is_none() {
+        bail!("could not write the enforcement entry");
+    }
+    Ok(())
 }
 
 /// One measurement of every workload.
@@ -59,8 +113,9 @@ struct Agent {
 }
 
 impl Agent {
-    fn start() -> Result<Agent> {
+    fn start(enforcement: Enforce) -> Result<Agent> {
         let mut capture = Capture::load(&CaptureConfig::default()).context("loading capture")?;
+        enforce(&mut capture, enforcement)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || -> Result<(Capture, u64)> {
@@ -147,7 +202,11 @@ fn exec_storm(execs: u64) -> Result<f64> {
 }
 
 fn measure(args: &Args, on: bool) -> Result<Sample> {
-    let agent = if on { Some(Agent::start()?) } else { None };
+    let agent = if on {
+        Some(Agent::start(args.enforce)?)
+    } else {
+        None
+    };
     // Let the first sightings of every cgroup on the machine pass before measuring.
     std::thread::sleep(Duration::from_millis(300));
     let mut sample = Sample {
@@ -253,8 +312,9 @@ fn main() -> Result<()> {
     let stormed = args.execs * args.rounds as u64;
 
     println!(
-        "herdwatch kernel benchmark: {} rounds, each with the agent off and on back to back.",
-        args.rounds
+        "herdwatch kernel benchmark: {} rounds, each with the agent off and on back to back; \
+         in-kernel enforcement: {:?}.",
+        args.rounds, args.enforce
     );
     println!(
         "best: fastest off run vs fastest on run (the cost itself, least disturbed by other \

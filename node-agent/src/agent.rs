@@ -2,7 +2,8 @@
 //! the [`Engine`] (learning, evaluation, response); the pod watch feeds the pod store; the
 //! profile, policy and namespace watches feed the evaluation snapshot; the publisher writes
 //! observations and the writer violation records, both off the event loop; the metrics
-//! server reads the counters.
+//! server reads the counters. Once per metrics interval the kernel's copy of what it kills
+//! at exec is brought up to date from the engine ([`KernelEnforcer`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::args::RunArgs;
 use crate::drift::DriftProbe;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::evaluate::kernel::{protected_namespaces, KernelEnforcer};
 use crate::evaluate::watch::{watch_namespaces, watch_policies, watch_profiles};
 use crate::evaluate::{EvalStore, Evaluator, Scope};
 use crate::learn::publish::{lock, now, scoped_pods, Publisher};
@@ -106,6 +108,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.violation_update_interval,
         TokenBucket::new(args.violation_write_burst.max(1), refill, started),
     );
+    // The operator never evicts in kube-system or its own namespace (the chart installs the
+    // agent there too); the agent never kills processes there, in the kernel or not.
+    let protected = protected_namespaces(client.default_namespace());
     let killer: Option<Box<dyn ProcessKiller>> = args
         .kill_processes
         .then(|| Box::new(PidfdKiller::new(&args.capture.proc_root)) as Box<dyn ProcessKiller>);
@@ -114,6 +119,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         dedup,
         ResponderConfig {
             capacity: args.violation_records,
+            protected_namespaces: protected.clone(),
         },
         tx,
         killer,
@@ -149,6 +155,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "process table seeded from /proc"
     );
     health.set_attached();
+    // With kills turned off, the kernel kills nothing either.
+    let mut enforcer = args.kill_processes.then(KernelEnforcer::new);
+    info!(?protected, in_kernel = enforcer.is_some(), "process kills");
 
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|source| Error::io("handle", "SIGTERM".as_ref(), source))?;
@@ -175,6 +184,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 let now = now();
                 engine.replay(&mut lock(&learner), pipeline.processes(), Instant::now());
                 engine.responder_mut().flush(now);
+                if let Some(enforcer) = &mut enforcer {
+                    let wanted = engine.kernel_rules(&mut pipeline, &protected);
+                    enforcer.sync(&mut capture, &wanted);
+                }
                 metrics.update(&pipeline.stats(), Some(&store));
                 match (capture.lost_counts(), capture.emitted_counts()) {
                     (Ok(lost), Ok(emitted)) => {

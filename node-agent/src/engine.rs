@@ -14,8 +14,13 @@
 //! They are kept, owned and bounded, and [`Engine::replay`] takes them up once the pod
 //! store knows the container; those still unclaimed after [`DEFER_FOR`] are dropped
 //! (counted).
+//!
+//! [`Engine::kernel_rules`] computes, for every container cgroup with a live process that
+//! a pod on this node claims, what the kernel kills at exec there (see
+//! [`crate::evaluate::kernel`]); an exec the kernel killed arrives flagged and is recorded
+//! as killed in the kernel rather than killed again.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,7 @@ use herdwatch_model::{Event, Process as ModelProcess, Timestamp};
 
 use crate::cgroup::{CgroupSource, ContainerRef};
 use crate::drift::DriftProbe;
+use crate::evaluate::kernel::ExecRules;
 use crate::evaluate::{Evaluator, Finding};
 use crate::learn::Learner;
 use crate::pipeline::Pipeline;
@@ -66,6 +72,7 @@ struct Deferred {
     in_image: Option<bool>,
     pid: u32,
     start_time_ns: u64,
+    killed_in_kernel: bool,
     record: ViolationEvent,
 }
 
@@ -155,6 +162,7 @@ impl Engine {
         let Some(kind) = kind_parts(event) else {
             return;
         };
+        let killed_in_kernel = matches!(event, KernelEvent::Exec(e) if e.killed_in_kernel());
         let Some(t) = target(&a) else {
             // A container no pod claims yet: keep the event until one does.
             if let Some(c) = a.cgroup.and_then(|c| c.kind.container()) {
@@ -184,6 +192,7 @@ impl Engine {
                     in_image,
                     pid: process.pid,
                     start_time_ns: process.start_time_ns,
+                    killed_in_kernel,
                     record,
                 });
             }
@@ -222,6 +231,10 @@ impl Engine {
             now,
         );
         if findings.is_empty() {
+            if killed_in_kernel {
+                self.responder
+                    .killed_in_kernel_without_finding(&pod, process.pid, &process.exe);
+            }
             return;
         }
         let record_event = violation_event(event, &kind, process, uid, in_image);
@@ -232,6 +245,7 @@ impl Engine {
             event: record_event,
             process: (pid, start),
             ancestry: ancestors(pipeline.processes(), pid),
+            killed_in_kernel,
         };
         self.responder.respond(&findings, &ctx, now);
     }
@@ -334,6 +348,10 @@ impl Engine {
             d.now,
         );
         if findings.is_empty() {
+            if d.killed_in_kernel {
+                self.responder
+                    .killed_in_kernel_without_finding(pod, d.pid, &d.exe);
+            }
             return;
         }
         let ctx = ViolationContext {
@@ -342,8 +360,57 @@ impl Engine {
             event: d.record.clone(),
             process: (d.pid, d.start_time_ns),
             ancestry: ancestors(table, d.pid),
+            killed_in_kernel: d.killed_in_kernel,
         };
         self.responder.respond(&findings, &ctx, d.now);
+    }
+}
+
+impl Engine {
+    /// What the kernel kills at exec, per cgroup id: for each cgroup that holds a live
+    /// process of a container that a pod on this node claims, and that still exists, the
+    /// rules [`Evaluator::exec_rules`] gives that container. Cgroups of the host, of pods'
+    /// sandboxes, of containers no pod claims yet, and of containers whose processes are
+    /// all gone get nothing: the kernel never kills there.
+    pub fn kernel_rules<C: CgroupSource, P: ProcSource>(
+        &mut self,
+        pipeline: &mut Pipeline<C, P>,
+        protected: &[String],
+    ) -> BTreeMap<u64, Arc<ExecRules>> {
+        let live: BTreeSet<u64> = pipeline
+            .processes()
+            .iter()
+            .filter(|p| !p.exited && p.container.is_some())
+            .map(|p| p.cgroup_id)
+            .collect();
+        let pods_generation = self.pods.generation();
+        let mut out = BTreeMap::new();
+        for cgroup_id in live {
+            let Some(info) = pipeline.cgroups().get(cgroup_id).cloned() else {
+                continue;
+            };
+            let Some(c) = info.kind.container() else {
+                continue;
+            };
+            // An exit the kernel could not report leaves a process behind in the table;
+            // its cgroup may be gone.
+            if pipeline.cgroups_mut().source_mut().id_of(&info.path) != Some(cgroup_id) {
+                continue;
+            }
+            let Some(a) = self.pods.read(|index| index.lookup(c)) else {
+                continue;
+            };
+            let Some(meta) = a.container() else {
+                continue;
+            };
+            let rules = self
+                .evaluator
+                .exec_rules(&c.id, pods_generation, &a.pod, meta, protected);
+            if !rules.is_empty() {
+                out.insert(cgroup_id, Arc::new(rules));
+            }
+        }
+        out
     }
 }
 
@@ -422,6 +489,20 @@ mod tests {
     /// With `pod_known_late`, the pod store learns of the container only afterwards (as the
     /// kubelet reports container ids after they started).
     fn run_wget(pod_known_late: bool) -> (EngineStats, Learner, Vec<BehaviorViolation>, u64) {
+        run_wget_with(pod_known_late, false)
+    }
+
+    /// [`run_wget`] with the exec of wget flagged as killed in the kernel.
+    fn run_wget_flagged(
+        killed_in_kernel: bool,
+    ) -> (EngineStats, Learner, Vec<BehaviorViolation>, u64) {
+        run_wget_with(false, killed_in_kernel)
+    }
+
+    fn run_wget_with(
+        pod_known_late: bool,
+        killed_in_kernel: bool,
+    ) -> (EngineStats, Learner, Vec<BehaviorViolation>, u64) {
         let (mut cg, mut proc) = host();
         let store = Arc::new(PodStore::default());
         store.replace_all(if pod_known_late {
@@ -451,11 +532,8 @@ mod tests {
         });
         let (tx, mut rx) = mpsc::channel::<BehaviorViolation>(8);
         let metrics = ResponseMetrics {
-            violations: IntCounterVec::new(
-                Opts::new("v", "v"),
-                &["namespace", "workload", "rule", "action"],
-            )
-            .unwrap(),
+            violations: IntCounterVec::new(Opts::new("v", "v"), &crate::metrics::VIOLATION_LABELS)
+                .unwrap(),
             dropped: IntCounter::new("d", "d").unwrap(),
             kills: IntCounterVec::new(Opts::new("k", "k"), &["result"]).unwrap(),
         };
@@ -466,7 +544,10 @@ mod tests {
                 Duration::from_secs(30),
                 TokenBucket::new(10, Duration::from_secs(1), Timestamp(0)),
             ),
-            ResponderConfig { capacity: 64 },
+            ResponderConfig {
+                capacity: 64,
+                protected_namespaces: vec!["kube-system".into()],
+            },
             tx,
             None,
             metrics.clone(),
@@ -505,7 +586,7 @@ mod tests {
                 b"/bin/sh",
                 b"sh\0-c\0wget -q http://x\0",
             ),
-            synth::exec(
+            match synth::exec(
                 1002,
                 1001,
                 0,
@@ -513,7 +594,13 @@ mod tests {
                 1_002_000_000_000,
                 b"/usr/bin/wget",
                 b"wget\0-q\0http://x\0",
-            ),
+            ) {
+                KernelEvent::Exec(mut e) if killed_in_kernel => {
+                    e.flags |= herdwatch_abi::EXEC_KILLED_IN_KERNEL;
+                    KernelEvent::Exec(e)
+                }
+                other => other,
+            },
             synth::exit(1002, WEB_CG, 0),
         ] {
             engine.handle(&mut learner, &mut pipeline, &e, now, Timestamp(100));
@@ -540,7 +627,12 @@ mod tests {
         }
         let counted = metrics
             .violations
-            .with_label_values(&["shop", "Deployment/web", "policy/no-fetchers/wget", "Tag"])
+            .with_label_values(&[
+                "shop",
+                "Deployment/web",
+                "policy/no-fetchers/wget",
+                "Enforce",
+            ])
             .get();
         (engine.stats(), learner, records, counted)
     }
@@ -601,13 +693,16 @@ mod tests {
                 Duration::from_secs(1),
                 TokenBucket::new(1, Duration::from_secs(1), Timestamp(0)),
             ),
-            ResponderConfig { capacity: 1 },
+            ResponderConfig {
+                capacity: 1,
+                protected_namespaces: Vec::new(),
+            },
             tx,
             None,
             ResponseMetrics {
                 violations: IntCounterVec::new(
                     Opts::new("v", "v"),
-                    &["namespace", "workload", "rule", "action"],
+                    &crate::metrics::VIOLATION_LABELS,
                 )
                 .unwrap(),
                 dropped: IntCounter::new("d", "d").unwrap(),
@@ -634,5 +729,133 @@ mod tests {
         assert_eq!(engine.waiting(), 0);
         assert_eq!(engine.stats().deferred_dropped, 1);
         assert_eq!(learner.stats().observations, 0);
+    }
+
+    #[test]
+    fn the_kernel_gets_rules_for_live_attributed_containers_only() {
+        use crate::evaluate::compile_profiles;
+        use crate::evaluate::tests::profile;
+        use herdwatch_api::common::Phase;
+
+        const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        const OTHER_CG: u64 = 31;
+        let (mut cg, mut proc) = host();
+        // A container no pod on this node claims.
+        cg.cgroups
+            .push((OTHER_CG, format!("/kubepods/besteffort/pod{UID}/{OTHER}")));
+        let store = Arc::new(PodStore::default());
+        store.replace_all(vec![web_pod()]);
+        let mut pipeline = Pipeline::new(
+            CgroupResolver::new(
+                &mut cg,
+                ResolverConfig {
+                    min_rescan_interval: Duration::ZERO,
+                    ..ResolverConfig::default()
+                },
+            ),
+            ProcessTable::new(TableConfig::default()),
+            &mut proc,
+            Some(store.clone()),
+        );
+        let eval = Arc::new(EvalStore::default());
+        let enforcing = Arc::new(profile(Phase::Enforcing, "1", "/usr/sbin/nginx"));
+        eval.update(|s| {
+            s.profiles = compile_profiles(&[enforcing], &Default::default()).0;
+            s.policies = compile_policies(&[Arc::new(policy("1", false))], &[]).0;
+            s.namespaces.insert(
+                "shop".into(),
+                [("env".to_string(), "prod".to_string())].into(),
+            );
+        });
+        let (tx, _rx) = mpsc::channel(1);
+        let responder = Responder::new(
+            "node-1",
+            Dedup::new(
+                1,
+                Duration::from_secs(1),
+                TokenBucket::new(1, Duration::from_secs(1), Timestamp(0)),
+            ),
+            ResponderConfig {
+                capacity: 1,
+                protected_namespaces: Vec::new(),
+            },
+            tx,
+            None,
+            ResponseMetrics {
+                violations: IntCounterVec::new(
+                    Opts::new("v", "v"),
+                    &crate::metrics::VIOLATION_LABELS,
+                )
+                .unwrap(),
+                dropped: IntCounter::new("d", "d").unwrap(),
+                kills: IntCounterVec::new(Opts::new("k", "k"), &["result"]).unwrap(),
+            },
+        );
+        let mut engine = Engine::new(
+            Evaluator::new(eval.clone(), Default::default()),
+            responder,
+            None,
+            store.clone(),
+        );
+        let mut learner = Learner::new("node-1", Timestamp(0), Limits::DEFAULT, 16);
+        let now = Instant::now();
+        for e in [
+            synth::exec(1000, SHIM, 0, WEB_CG, 1, b"/usr/sbin/nginx", b"nginx\0"),
+            synth::exec(2000, SHIM, 0, OTHER_CG, 2, b"/app", b"app\0"),
+            synth::exec(3000, 1, 0, 1, 3, b"/usr/bin/top", b"top\0"),
+        ] {
+            engine.handle(&mut learner, &mut pipeline, &e, now, Timestamp(1));
+        }
+
+        let rules = engine.kernel_rules(&mut pipeline, &[]);
+        assert_eq!(rules.keys().copied().collect::<Vec<_>>(), [WEB_CG]);
+        let web = &rules[&WEB_CG];
+        assert_eq!(
+            web.allow.as_deref(),
+            Some(&[b"/usr/sbin/nginx".to_vec()].into())
+        );
+        assert_eq!(web.deny_names, [b"wget".to_vec()].into());
+        assert!(
+            engine
+                .kernel_rules(&mut pipeline, &["shop".into()])
+                .is_empty(),
+            "a protected namespace"
+        );
+
+        // The profile goes back to Monitoring: the policy's deny list stays.
+        let monitoring = Arc::new(profile(Phase::Monitoring, "2", "/usr/sbin/nginx"));
+        eval.update(|s| s.profiles = compile_profiles(&[monitoring], &s.profiles).0);
+        let rules = engine.kernel_rules(&mut pipeline, &[]);
+        assert_eq!(rules[&WEB_CG].allow, None);
+        assert!(!rules[&WEB_CG].deny_names.is_empty());
+
+        // The cgroup disappears although the table still has a process in it (its exit
+        // was lost), then the container's last process exits.
+        let cgroups = &mut pipeline.cgroups_mut().source_mut().cgroups;
+        let web_path = cgroups
+            .iter()
+            .find(|(id, _)| *id == WEB_CG)
+            .cloned()
+            .unwrap();
+        cgroups.retain(|(id, _)| *id != WEB_CG);
+        assert!(engine.kernel_rules(&mut pipeline, &[]).is_empty());
+        pipeline.cgroups_mut().source_mut().cgroups.push(web_path);
+        assert_eq!(engine.kernel_rules(&mut pipeline, &[]).len(), 1);
+        engine.handle(
+            &mut learner,
+            &mut pipeline,
+            &synth::exit(1000, WEB_CG, 0),
+            now,
+            Timestamp(2),
+        );
+        assert!(engine.kernel_rules(&mut pipeline, &[]).is_empty());
+    }
+
+    #[test]
+    fn an_exec_the_kernel_killed_is_recorded_as_such() {
+        let (stats, _, records, _) = run_wget_flagged(true);
+        assert_eq!(stats.findings, 1);
+        assert!(records[0].spec.process_killed);
+        assert_eq!(records[0].spec.process_kill_error, None);
     }
 }

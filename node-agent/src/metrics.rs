@@ -4,8 +4,8 @@
 //! The pipeline counts in plain integers ([`PipelineStats`]); [`Metrics::update`] copies
 //! them into the registry once in a while, so the hot path never touches a metric. Labels
 //! are bounded: event kinds and failure reasons, never pods or pids. Violations are counted
-//! by namespace, workload (owner kind/name), rule and action: bounded by what the cluster
-//! runs and what its policies name, still never pods or pids.
+//! by namespace, workload (owner kind/name), rule and mode (Monitor or Enforce): bounded by
+//! what the cluster runs and what its policies name, still never pods or pids.
 //!
 //! The server answers one request per connection (HTTP/1.1 with `Connection: close`),
 //! which is all Prometheus and the kubelet's probes need; requests are bounded in size
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdwatch_abi::{EventKind, EVENT_KIND_SLOTS};
+use herdwatch_api::common::Mode;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +29,20 @@ use crate::pipeline::{FailureReason, PipelineStats};
 use crate::pods::PodStore;
 
 const SLOTS: usize = EVENT_KIND_SLOTS as usize;
+
+/// Name of the violation counter.
+pub const VIOLATIONS: &str = "herdwatch_agent_violations_total";
+/// Labels of [`VIOLATIONS`], in the order [`AgentCounters::violations`] takes them.
+pub const VIOLATION_LABELS: [&str; 4] = ["namespace", "workload", "rule", "mode"];
+
+/// The `mode` label of a violation: the mode of the profile or policy that judged it.
+/// Learn never judges, so it has no label of its own.
+pub fn mode_label(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "Enforce",
+        Mode::Monitor | Mode::Learn => "Monitor",
+    }
+}
 
 /// A counter fed from a running total kept elsewhere (the pipeline, the kernel).
 #[derive(Clone, Debug)]
@@ -88,7 +103,7 @@ pub struct CaptureStats {
 /// are shared with the registry).
 #[derive(Clone, Debug)]
 pub struct AgentCounters {
-    /// `herdwatch_violations_total{namespace, workload, rule, action}`.
+    /// `herdwatch_agent_violations_total{namespace, workload, rule, mode}`.
     pub violations: IntCounterVec,
     /// Violation record writes that did not fit in the writer's queue (sent again later).
     pub violation_writes_dropped: IntCounter,
@@ -126,7 +141,7 @@ impl AgentCounters {
         )?;
         let process_kills = vec(
             "herdwatch_agent_process_kills_total",
-            "Offending processes the agent was asked to kill, by result (killed, failed, disabled).",
+            "Offending processes the agent was asked to kill, by result (killed, killed_in_kernel, failed, disabled, protected).",
             &["result"],
         )?;
         for resource in ["behaviorobservations", "behaviorviolations"] {
@@ -134,7 +149,13 @@ impl AgentCounters {
                 api_writes.with_label_values(&[resource, result]);
             }
         }
-        for result in ["killed", "failed", "disabled"] {
+        for result in [
+            "killed",
+            "killed_in_kernel",
+            "failed",
+            "disabled",
+            "protected",
+        ] {
             process_kills.with_label_values(&[result]);
         }
         let dropped = IntCounter::new(
@@ -144,9 +165,9 @@ impl AgentCounters {
         r.register(Box::new(dropped.clone()))?;
         Ok(AgentCounters {
             violations: vec(
-                "herdwatch_violations_total",
-                "Violations seen, by namespace, workload (owner kind/name), rule and requested action.",
-                &["namespace", "workload", "rule", "action"],
+                VIOLATIONS,
+                "Violations seen, by namespace, workload (owner kind/name), rule and the mode (Monitor or Enforce) of the profile or policy that judged them.",
+                &VIOLATION_LABELS,
             )?,
             violation_writes_dropped: dropped,
             process_kills,
@@ -307,7 +328,7 @@ impl Metrics {
             )?,
             containers: gauge(&r, "herdwatch_agent_containers_tracked", "Container cgroups on this node.")?,
             pods: gauge(&r, "herdwatch_agent_pods_tracked", "Pods of this node in the agent's pod index.")?,
-            processes: gauge(&r, "herdwatch_agent_process_table_size", "Entries in the process table.")?,
+            processes: gauge(&r, "herdwatch_agent_processes_tracked", "Entries in the process table.")?,
             map_memory: gauge(
                 &r,
                 "herdwatch_agent_bpf_map_memory_bytes",
@@ -579,7 +600,7 @@ mod tests {
             "herdwatch_agent_attribution_failures_total{reason=\"process_gone\"} 0",
             "herdwatch_agent_containers_tracked 0",
             "herdwatch_agent_pods_tracked 0",
-            "herdwatch_agent_process_table_size 0",
+            "herdwatch_agent_processes_tracked 0",
             "herdwatch_agent_bpf_map_memory_bytes 0",
             "herdwatch_agent_decode_errors_total 0",
             "herdwatch_agent_api_writes_total{resource=\"behaviorobservations\",result=\"error\"} 0",
@@ -620,7 +641,7 @@ mod tests {
         for line in [
             "herdwatch_agent_events_total{kind=\"file\"} 42",
             "herdwatch_agent_attribution_failures_total{reason=\"pod_not_found\"} 3",
-            "herdwatch_agent_process_table_size 250",
+            "herdwatch_agent_processes_tracked 250",
             "herdwatch_agent_containers_tracked 330",
             "herdwatch_agent_pods_tracked 110",
             "herdwatch_agent_events_lost_total{kind=\"exec\"} 10",

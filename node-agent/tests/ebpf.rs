@@ -1,17 +1,18 @@
 //! The eBPF programs, for real: each test loads them into the running kernel, runs
 //! processes in a fresh cgroup of its own, and checks what the capture reports with that
-//! cgroup's id. Root only; a test that cannot run fails, it never skips.
+//! cgroup's id. Root only; a test that cannot run fails, it never skips. The in-kernel
+//! kill tests write the enforcement maps through the agent's own `KernelEnforcer`.
 //!
 //! Run with `cargo test -p herdwatch-node-agent --test ebpf` as root.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herdwatch_abi::{
@@ -20,6 +21,7 @@ use herdwatch_abi::{
     NET_UDP_SEND,
 };
 use herdwatch_node_agent::capture::{Capture, CaptureConfig, CaptureError};
+use herdwatch_node_agent::evaluate::kernel::{ExecRules, KernelEnforcer};
 
 /// The programs see the whole machine: tests take turns, and each also looks only at its
 /// own cgroup.
@@ -815,4 +817,213 @@ fn unprivileged_child() {
             .starts_with("BPF not permitted: run as root or grant CAP_BPF and CAP_PERFMON"),
         "{err}"
     );
+}
+
+/// The path the kernel reports for an exec of `program`: its real path, so that the tests
+/// do not depend on /bin being a link to /usr/bin.
+fn real_path(program: &str) -> String {
+    fs::canonicalize(program)
+        .unwrap_or_else(|e| panic!("{program} is needed by this test: {e}"))
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_owned()
+}
+
+/// A shell script that would leave a file behind if it ran, in a directory of its own.
+struct Script {
+    dir: PathBuf,
+    path: String,
+    marker: PathBuf,
+}
+
+impl Script {
+    fn new(name: &str) -> Script {
+        let dir =
+            std::env::temp_dir().join(format!("herdwatch-kill-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("creating a temporary directory");
+        let marker = dir.join("ran");
+        let path = dir.join(name);
+        fs::write(
+            &path,
+            format!("#!/bin/sh\necho ran > '{}'\n", marker.display()),
+        )
+        .expect("writing the script");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Script {
+            path: path.to_str().expect("UTF-8").to_owned(),
+            dir,
+            marker,
+        }
+    }
+
+    fn ran(&self) -> bool {
+        self.marker.exists()
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `program` in `cgroup` and returns how it ended.
+fn status_of(cgroup: &TestCgroup, program: &str) -> std::process::ExitStatus {
+    cgroup
+        .command(program, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"))
+}
+
+fn killed_by_sigkill(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGKILL)
+}
+
+fn allow_only(paths: &[&str]) -> Arc<ExecRules> {
+    Arc::new(ExecRules {
+        allow: Some(Arc::new(
+            paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        )),
+        ..ExecRules::default()
+    })
+}
+
+#[test]
+fn an_exec_outside_the_allow_list_dies_before_it_runs() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("allow");
+    let truth = real_path("/bin/true");
+    let script = Script::new("not-allowed.sh");
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(cgroup.id, allow_only(&[&truth]))]),
+    );
+
+    let status = status_of(&cgroup, &script.path);
+    assert!(
+        killed_by_sigkill(status),
+        "{} is not on the allow list: {status}",
+        script.path
+    );
+    assert!(!script.ran(), "the script ran before it was killed");
+    h.wait_for(
+        &cgroup,
+        "the exec of the script, flagged as killed",
+        |events| {
+            execs(events).any(|e| e.filename() == script.path.as_bytes() && e.killed_in_kernel())
+        },
+    );
+
+    let status = status_of(&cgroup, &truth);
+    assert!(status.success(), "{truth} is allowed: {status}");
+    h.wait_for(&cgroup, "the exec of true, not flagged", |events| {
+        execs(events).any(|e| e.filename() == truth.as_bytes() && !e.killed_in_kernel())
+    });
+    assert_eq!(enforcer.stats().write_errors, 0);
+}
+
+#[test]
+fn a_denied_executable_dies_and_nothing_else_does() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("deny");
+    let truth = real_path("/bin/true");
+    let env = real_path("/usr/bin/env");
+    let echo = real_path("/bin/echo");
+    let mut enforcer = KernelEnforcer::new();
+    let rules = ExecRules {
+        deny_paths: [truth.as_bytes().to_vec()].into(),
+        // By name, wherever it is.
+        deny_names: [b"env".to_vec()].into(),
+        ..ExecRules::default()
+    };
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(cgroup.id, Arc::new(rules))]),
+    );
+    for denied in [&truth, &env] {
+        let status = status_of(&cgroup, denied);
+        assert!(killed_by_sigkill(status), "{denied} is denied: {status}");
+    }
+    let status = status_of(&cgroup, &echo);
+    assert!(status.success(), "{echo} is not denied: {status}");
+    h.wait_for(&cgroup, "the execs, the denied ones flagged", |events| {
+        let flagged = |path: &str| {
+            execs(events)
+                .find(|e| e.filename() == path.as_bytes())
+                .map(|e| e.killed_in_kernel())
+        };
+        flagged(&truth) == Some(true)
+            && flagged(&env) == Some(true)
+            && flagged(&echo) == Some(false)
+    });
+}
+
+#[test]
+fn cgroups_without_an_entry_are_never_touched_and_removing_it_stops_the_killing() {
+    let mut h = Harness::new();
+    let enforced = TestCgroup::new("enforced");
+    let other = TestCgroup::new("other");
+    let truth = real_path("/bin/true");
+    let script = Script::new("elsewhere.sh");
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(enforced.id, allow_only(&[&truth]))]),
+    );
+
+    let status = status_of(&other, &script.path);
+    assert!(status.success(), "a cgroup without an entry: {status}");
+    assert!(script.ran());
+    fs::remove_file(&script.marker).expect("removing the marker");
+
+    assert!(killed_by_sigkill(status_of(&enforced, &script.path)));
+    assert!(!script.ran());
+
+    // The container's profile goes back to Monitoring (or the cgroup goes away).
+    enforcer.sync(&mut h.capture, &BTreeMap::new());
+    let status = status_of(&enforced, &script.path);
+    assert!(status.success(), "no entry any more: {status}");
+    assert!(script.ran());
+    h.settle();
+    assert!(
+        execs(&other.events(&h.events)).all(|e| !e.killed_in_kernel()),
+        "nothing flagged in the other cgroup"
+    );
+}
+
+#[test]
+fn a_full_ring_buffer_does_not_stop_the_killing() {
+    // One page and nothing drained: after a few execs nothing fits.
+    let mut h = Harness::with_config(&CaptureConfig {
+        ring_buffer_bytes: 4096,
+        ..CaptureConfig::default()
+    });
+    let filler = TestCgroup::new("filler");
+    let enforced = TestCgroup::new("enforced-full");
+    let truth = real_path("/bin/true");
+    let script = Script::new("unrecorded.sh");
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(enforced.id, allow_only(&[&truth]))]),
+    );
+    let lost_before = h.capture.lost_counts().expect("lost counts")[EventKind::Exec as usize];
+    filler.run(
+        "/bin/sh",
+        &[
+            "-c",
+            "i=0; while [ $i -lt 16 ]; do /bin/true; i=$((i+1)); done",
+        ],
+    );
+    let status = status_of(&enforced, &script.path);
+    let lost = h.capture.lost_counts().expect("lost counts")[EventKind::Exec as usize];
+    assert!(lost > lost_before, "the ring buffer was not full");
+    assert!(killed_by_sigkill(status), "{status}");
+    assert!(!script.ran());
 }

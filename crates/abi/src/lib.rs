@@ -31,6 +31,10 @@ pub const NET_SEEN_MAP: &str = "NET_SEEN";
 pub const FILE_SEEN_MAP: &str = "FILE_SEEN";
 /// Name of the read-only global the loader fills with this kernel's [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// Name of the hash of cgroups under in-kernel enforcement (cgroup id → [`Enforcement`]).
+pub const ENFORCE_MAP: &str = "ENFORCE";
+/// Name of the hash of executable verdicts ([`ExeKey`] → [`ExeVerdict`]).
+pub const EXE_RULES_MAP: &str = "EXE_RULES";
 
 /// Which record follows the header. The value indexes the LOST and EMITTED counter arrays.
 #[repr(u32)]
@@ -105,6 +109,8 @@ pub struct EventHeader {
 /// Flags of [`ExecEvent::flags`].
 pub const EXEC_ARGV_TRUNCATED: u32 = 1;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 2;
+/// The exec program sent SIGKILL to the new program before it ran (see [`Enforcement`]).
+pub const EXEC_KILLED_IN_KERNEL: u32 = 4;
 
 /// A successful execve/execveat (`sched_process_exec`).
 #[repr(C)]
@@ -360,7 +366,193 @@ pub struct FileKey {
 }
 const _: () = assert!(size_of::<FileKey>() == 16 + MAX_PATH);
 
+/// [`Enforcement::flags`]: the cgroup's [`ExeKey`]s of kind [`EXE_KEY_PATH`] with
+/// [`EXE_ALLOWED`] are an allow list; an executable not on it is killed.
+pub const ENFORCE_ALLOW_LIST: u32 = 1;
+/// [`Enforcement::flags`]: executables whose path or name has [`EXE_DENIED`] are killed.
+pub const ENFORCE_DENY_LIST: u32 = 2;
+
+/// Value of the [`ENFORCE_MAP`]: a cgroup whose execs the kernel judges. A cgroup without an
+/// entry is never touched.
+///
+/// The node agent replaces a cgroup's rules by writing a new set of [`ExeKey`]s under the
+/// next `generation`, then this entry, then (later) deleting the old keys: the kernel reads
+/// this entry once per exec and looks up only keys of its generation, so it sees either the
+/// whole old set or the whole new one, never half an allow list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Enforcement {
+    /// `ENFORCE_*` bits.
+    pub flags: u32,
+    pub generation: u32,
+}
+const _: () = assert!(size_of::<Enforcement>() == 8);
+
+/// [`ExeKey::kind`]: `hash`/`len` are of the whole executable path.
+pub const EXE_KEY_PATH: u8 = 1;
+/// [`ExeKey::kind`]: `hash`/`len` are of its last component (what follows the last `/`).
+pub const EXE_KEY_NAME: u8 = 2;
+
+/// Key of the [`EXE_RULES_MAP`]: one executable path or name of one cgroup, by its
+/// [`exe_hashes`] hash and length (the length makes a collision need equal lengths too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExeKey {
+    pub cgroup_id: u64,
+    pub hash: u64,
+    /// The [`Enforcement::generation`] this key belongs to.
+    pub generation: u32,
+    /// Bytes hashed.
+    pub len: u16,
+    /// `EXE_KEY_*`.
+    pub kind: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<ExeKey>() == 24);
+const _: () = assert!(offset_of!(ExeKey, generation) == 16);
+
+/// [`ExeVerdict::bits`]: on the allow list.
+pub const EXE_ALLOWED: u32 = 1;
+/// [`ExeVerdict::bits`]: denied.
+pub const EXE_DENIED: u32 = 2;
+
+/// Value of the [`EXE_RULES_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExeVerdict {
+    /// `EXE_ALLOWED` and/or `EXE_DENIED`.
+    pub bits: u32,
+}
+const _: () = assert!(size_of::<ExeVerdict>() == 4);
+
+/// FNV-1a, 64 bits.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// The hashes [`ExeKey`]s are made of, of one executable path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExeHashes {
+    /// Of the whole path.
+    pub path: u64,
+    pub path_len: u16,
+    /// Of the last component.
+    pub name: u64,
+    pub name_len: u16,
+}
+
+/// FNV-1a of the first `len` bytes of `path`, stopping early at a NUL, and of the part
+/// after its last `/`: the one definition both sides hash executables with. The kernel
+/// hashes the exec record's `filename` (`len` = `filename_len`); the agent hashes the
+/// paths and names of its rules the same way.
+///
+/// Not collision resistant, and it need not be: a path crafted to collide with an allowed
+/// one escapes only the in-kernel kill (the agent's exact comparison still catches it), and
+/// one crafted to collide with a denied one only kills itself.
+#[inline(always)]
+pub fn exe_hashes(path: &[u8; MAX_PATH], len: usize) -> ExeHashes {
+    let mut full = FNV_OFFSET;
+    let mut name = FNV_OFFSET;
+    let mut name_len: u16 = 0;
+    let mut i = 0;
+    // Bounded by MAX_PATH so that the verifier sees a loop that ends and the index needs
+    // no bounds check.
+    while i < MAX_PATH && i < len {
+        let byte = path[i];
+        if byte == 0 {
+            break;
+        }
+        full = (full ^ byte as u64).wrapping_mul(FNV_PRIME);
+        if byte == b'/' {
+            name = FNV_OFFSET;
+            name_len = 0;
+        } else {
+            name = (name ^ byte as u64).wrapping_mul(FNV_PRIME);
+            name_len += 1;
+        }
+        i += 1;
+    }
+    ExeHashes {
+        path: full,
+        path_len: i as u16,
+        name,
+        name_len,
+    }
+}
+
+impl ExeHashes {
+    /// The hashes the kernel computes for an exec of the path `bytes`, or `None` when the
+    /// kernel cannot report that path whole (more than `MAX_PATH - 1` bytes, or a NUL in
+    /// it), so that no exec ever matches it in the kernel.
+    pub fn of(bytes: &[u8]) -> Option<ExeHashes> {
+        if bytes.len() >= MAX_PATH || bytes.contains(&0) {
+            return None;
+        }
+        let mut path = [0u8; MAX_PATH];
+        path[..bytes.len()].copy_from_slice(bytes);
+        Some(exe_hashes(&path, bytes.len()))
+    }
+}
+
 #[cfg(feature = "user")]
 mod user;
 #[cfg(feature = "user")]
 pub use user::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fnv(bytes: &[u8]) -> u64 {
+        ExeHashes::of(bytes).unwrap().path
+    }
+
+    #[test]
+    fn exe_hashes_are_fnv1a_64() {
+        // Reference values of FNV-1a 64.
+        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn the_name_is_what_follows_the_last_slash() {
+        let h = ExeHashes::of(b"/usr/bin/wget").unwrap();
+        let name = ExeHashes::of(b"wget").unwrap();
+        assert_eq!((h.name, h.name_len), (name.path, 4));
+        assert_eq!(h.path_len, 13);
+        assert_eq!(
+            (name.name, name.name_len),
+            (name.path, 4),
+            "no slash: all name"
+        );
+        assert_ne!(h.path, name.path);
+    }
+
+    #[test]
+    fn hashing_stops_at_the_length_or_a_nul_as_the_kernel_record_does() {
+        let mut record = [0u8; MAX_PATH];
+        record[..9].copy_from_slice(b"/bin/true");
+        assert_eq!(exe_hashes(&record, 9), ExeHashes::of(b"/bin/true").unwrap());
+        // A length past the NUL (a stale length) still hashes the string only.
+        assert_eq!(
+            exe_hashes(&record, MAX_PATH),
+            ExeHashes::of(b"/bin/true").unwrap()
+        );
+        record[4] = 0;
+        assert_eq!(exe_hashes(&record, 9), ExeHashes::of(b"/bin").unwrap());
+    }
+
+    #[test]
+    fn paths_the_kernel_cannot_report_whole_have_no_hashes() {
+        assert!(ExeHashes::of(&[b'a'; MAX_PATH - 1]).is_some());
+        assert!(ExeHashes::of(&[b'a'; MAX_PATH]).is_none());
+        assert!(
+            ExeHashes::of(b"/bin/\\0").is_some(),
+            "a backslash is a byte"
+        );
+        assert!(
+            ExeHashes::of(b"/bin/\0true").is_none(),
+            "a NUL ends the kernel's copy"
+        );
+    }
+}

@@ -9,6 +9,9 @@ unsafe impl aya::Pod for SyscallBitmap {}
 unsafe impl aya::Pod for NetKey {}
 unsafe impl aya::Pod for FileKey {}
 unsafe impl aya::Pod for KernelOffsets {}
+unsafe impl aya::Pod for Enforcement {}
+unsafe impl aya::Pod for ExeKey {}
+unsafe impl aya::Pod for ExeVerdict {}
 
 /// One decoded record from the ring buffer, copied out of it.
 #[derive(Clone, Copy, Debug)]
@@ -150,6 +153,11 @@ impl ExecEvent {
 
     pub fn argv_truncated(&self) -> bool {
         self.flags & EXEC_ARGV_TRUNCATED != 0
+    }
+
+    /// The kernel sent SIGKILL to this program before it ran.
+    pub fn killed_in_kernel(&self) -> bool {
+        self.flags & EXEC_KILLED_IN_KERNEL != 0
     }
 }
 

@@ -14,7 +14,9 @@
 //! - `Capture::lost_counts()` / `emitted_counts()` read the per-CPU counters, summed,
 //!   indexed by `herdwatch_abi::EventKind as usize`;
 //! - `Capture::map_memory_bytes()` reports the BPF map memory;
-//! - `Capture::try_drain()` drains without waiting, for callers without a runtime.
+//! - `Capture::try_drain()` drains without waiting, for callers without a runtime;
+//! - `Capture` implements [`ExecRuleMaps`], through which the agent writes the cgroups and
+//!   executables whose execs the kernel kills (see `crate::evaluate::kernel`).
 
 mod btf;
 mod offsets;
@@ -24,12 +26,13 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aya::maps::{Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 use herdwatch_abi::{
-    decode, Event, EMITTED_MAP, EVENTS_MAP, EVENT_KIND_SLOTS, FILE_SEEN_MAP, LOST_MAP,
-    NET_SEEN_MAP, OFFSETS_GLOBAL, SYSCALL_SEEN_MAP,
+    decode, Enforcement, Event, ExeKey, ExeVerdict, EMITTED_MAP, ENFORCE_MAP, EVENTS_MAP,
+    EVENT_KIND_SLOTS, EXE_RULES_MAP, FILE_SEEN_MAP, LOST_MAP, NET_SEEN_MAP, OFFSETS_GLOBAL,
+    SYSCALL_SEEN_MAP,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -65,6 +68,13 @@ pub struct CaptureConfig {
     pub file_entries: u32,
     /// (cgroup, op, peer, port) tuples remembered for network deduplication (LRU).
     pub net_entries: u32,
+    /// cgroups whose execs the kernel may kill (one per enforced container). Allocated as
+    /// used.
+    pub enforced_cgroups: u32,
+    /// Executable rules (allowed paths, denied paths and names) over all enforced cgroups,
+    /// twice what is in force at once: a cgroup's new rules are written before its old ones
+    /// go. Allocated as used.
+    pub exe_rules: u32,
 }
 
 impl Default for CaptureConfig {
@@ -74,6 +84,8 @@ impl Default for CaptureConfig {
             cgroup_entries: 4096,
             file_entries: 16384,
             net_entries: 8192,
+            enforced_cgroups: 4096,
+            exe_rules: 65536,
         }
     }
 }
@@ -131,6 +143,8 @@ pub struct Capture {
     ring: Option<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     emitted: PerCpuArray<MapData, u64>,
+    enforce: HashMap<MapData, u64, Enforcement>,
+    exe_rules: HashMap<MapData, ExeKey, ExeVerdict>,
     decode_errors: u64,
     map_memory_bytes: u64,
     /// Owns the programs and their links: dropping it detaches them. Declared last so it
@@ -177,6 +191,8 @@ impl Capture {
             .set_max_entries(SYSCALL_SEEN_MAP, config.cgroup_entries)
             .set_max_entries(FILE_SEEN_MAP, config.file_entries)
             .set_max_entries(NET_SEEN_MAP, config.net_entries)
+            .set_max_entries(ENFORCE_MAP, config.enforced_cgroups)
+            .set_max_entries(EXE_RULES_MAP, config.exe_rules)
             .load(object)
             .map_err(|e| permission_or(e, CaptureError::Load))?;
 
@@ -218,12 +234,27 @@ impl Capture {
                     source,
                 }
             })?;
+        let enforce = HashMap::try_from(take_map(&mut ebpf, ENFORCE_MAP)?).map_err(|source| {
+            CaptureError::Map {
+                map: ENFORCE_MAP,
+                source,
+            }
+        })?;
+        let exe_rules =
+            HashMap::try_from(take_map(&mut ebpf, EXE_RULES_MAP)?).map_err(|source| {
+                CaptureError::Map {
+                    map: EXE_RULES_MAP,
+                    source,
+                }
+            })?;
 
         Ok(Capture {
             polled: None,
             ring: Some(ring),
             lost,
             emitted,
+            enforce,
+            exe_rules,
             decode_errors: 0,
             map_memory_bytes,
             _ebpf: ebpf,
@@ -311,6 +342,55 @@ impl Capture {
     }
 }
 
+/// The kernel maps of in-kernel enforcement, as the agent writes them: the [`Capture`],
+/// or a table in tests. The layouts and the protocol (rules under a generation, then the
+/// cgroup's entry) are described in `herdwatch_abi::Enforcement`.
+pub trait ExecRuleMaps {
+    /// Puts `cgroup_id` under `enforcement` (or changes its generation or mode).
+    fn set_enforcement(&mut self, cgroup_id: u64, enforcement: Enforcement) -> io::Result<()>;
+    /// Takes `cgroup_id` out of enforcement; absent already is fine.
+    fn remove_enforcement(&mut self, cgroup_id: u64) -> io::Result<()>;
+    fn insert_exe_rule(&mut self, key: &ExeKey, verdict: ExeVerdict) -> io::Result<()>;
+    /// Absent already is fine.
+    fn remove_exe_rule(&mut self, key: &ExeKey) -> io::Result<()>;
+}
+
+/// The errno of a map operation as an `io::Error`; a missing key is `NotFound`.
+fn map_io_error(error: MapError) -> io::Error {
+    match error {
+        MapError::SyscallError(e) => e.io_error,
+        MapError::KeyNotFound => io::ErrorKind::NotFound.into(),
+        other => io::Error::other(other),
+    }
+}
+
+fn absent_is_fine(result: Result<(), MapError>) -> io::Result<()> {
+    match result.map_err(map_io_error) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl ExecRuleMaps for Capture {
+    fn set_enforcement(&mut self, cgroup_id: u64, enforcement: Enforcement) -> io::Result<()> {
+        self.enforce
+            .insert(cgroup_id, enforcement, 0)
+            .map_err(map_io_error)
+    }
+
+    fn remove_enforcement(&mut self, cgroup_id: u64) -> io::Result<()> {
+        absent_is_fine(self.enforce.remove(&cgroup_id))
+    }
+
+    fn insert_exe_rule(&mut self, key: &ExeKey, verdict: ExeVerdict) -> io::Result<()> {
+        self.exe_rules.insert(key, verdict, 0).map_err(map_io_error)
+    }
+
+    fn remove_exe_rule(&mut self, key: &ExeKey) -> io::Result<()> {
+        absent_is_fine(self.exe_rules.remove(key))
+    }
+}
+
 /// Drains up to `MAX_BATCH` records; returns (records consumed, whether more may remain).
 fn drain_into(
     ring: &mut RingBuf<MapData>,
@@ -356,6 +436,8 @@ fn check_config(config: &CaptureConfig) -> Result<(), CaptureError> {
         ("cgroup_entries", config.cgroup_entries),
         ("file_entries", config.file_entries),
         ("net_entries", config.net_entries),
+        ("enforced_cgroups", config.enforced_cgroups),
+        ("exe_rules", config.exe_rules),
     ] {
         if value == 0 {
             return Err(CaptureError::Config(format!("{name} must be at least 1")));

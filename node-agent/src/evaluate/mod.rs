@@ -11,14 +11,18 @@
 //! container, what applies to it (its profile, the policies selecting its pod), recomputed
 //! only when the snapshot or the pod store changed. So judging an event is a hash lookup
 //! and the model's checks: no API round trip, no lock.
+//!
+//! [`kernel`] turns the same per-container answers into the executables the kernel itself
+//! kills at exec, for the containers whose profile or policies ask for process kills.
 
+pub mod kernel;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use herdwatch_api::common::Phase;
+use herdwatch_api::common::{Mode, Phase};
 use herdwatch_api::{BehaviorProfile, ClusterBehaviorPolicy};
 use herdwatch_model::policy::{ClusterPolicy, PolicyViolation};
 use herdwatch_model::response::ResponseAction;
@@ -27,6 +31,8 @@ use herdwatch_model::{BehaviorSet, Event, ProfileIndex, Verdict, Violation};
 use kube::ResourceExt;
 
 use crate::pods::{ContainerMeta, PodMeta};
+
+use self::kernel::{add_policy_denies, kernel_allow, ExecRules, KernelAllow};
 
 /// Which profile judges a workload container.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,6 +55,8 @@ pub struct CompiledProfile {
     pub action: ResponseAction,
     /// Kill offending processes (only in Enforcing, and not in a dry run).
     pub kill_process: bool,
+    /// The allow list of its process entries as the kernel can apply it.
+    pub kernel_allow: KernelAllow,
 }
 
 /// A policy, compiled.
@@ -197,6 +205,7 @@ pub fn compile_profiles(
                 resource_version: rv,
                 phase,
                 index: ProfileIndex::build(&set),
+                kernel_allow: kernel_allow(&set),
                 action: response.action.into(),
                 kill_process: response.kill_process
                     && phase == Phase::Enforcing
@@ -256,6 +265,9 @@ pub struct Finding {
     pub action: ResponseAction,
     /// Kill the offending process.
     pub kill_process: bool,
+    /// The mode of what judged the event, for the violation metric: the profile's phase,
+    /// or for a policy (which has no mode) Monitor when it is a dry run, else Enforce.
+    pub mode: Mode,
 }
 
 /// What judges one container.
@@ -375,6 +387,42 @@ impl Evaluator {
             .is_some_and(|(_, a)| a.in_scope)
     }
 
+    /// What the kernel kills at exec in `container_id` (a container of `pod`, which the
+    /// caller has attributed): the allow list of its profile when that profile kills
+    /// processes, and what the selecting policies deny with `killProcess`. Nothing for a
+    /// namespace outside the scope or in `protected`, where nothing is ever killed.
+    pub fn exec_rules(
+        &mut self,
+        container_id: &Arc<str>,
+        pods_generation: u64,
+        pod: &PodMeta,
+        container: &ContainerMeta,
+        protected: &[String],
+    ) -> ExecRules {
+        let mut rules = ExecRules::default();
+        if protected.contains(&pod.namespace) {
+            return rules;
+        }
+        self.refresh(container_id, pods_generation, pod, container);
+        let Some((_, applicable)) = self.cache.get(container_id) else {
+            return rules;
+        };
+        if !applicable.in_scope {
+            return rules;
+        }
+        if let Some(p) = applicable.profile.as_ref().filter(|p| p.kill_process) {
+            match &p.kernel_allow {
+                KernelAllow::Paths(paths) => rules.allow = Some(paths.clone()),
+                // The evaluator alone judges this profile (and kills from user space).
+                KernelAllow::UserSpaceOnly(_) => {}
+            }
+        }
+        for p in applicable.policies.iter().filter(|p| !p.dry_run) {
+            add_policy_denies(&p.policy, &container.name, &mut rules);
+        }
+        rules
+    }
+
     /// Every violation `event` of `container_id` (a container of `pod`) commits.
     pub fn check(
         &mut self,
@@ -399,19 +447,30 @@ impl Evaluator {
                     },
                     action: p.action,
                     kill_process: p.kill_process,
+                    mode: match p.phase {
+                        Phase::Enforcing => Mode::Enforce,
+                        Phase::Monitoring | Phase::Learning => Mode::Monitor,
+                    },
                 });
             }
         }
         if !applicable.policies.is_empty() {
             let mut out: Vec<PolicyViolation> = Vec::new();
+            let mut modes: Vec<Mode> = Vec::new();
             for p in &applicable.policies {
                 let before = out.len();
                 p.policy.check(&container.name, event, &mut out);
                 for v in &mut out[before..] {
                     v.kill_process &= !p.dry_run;
                 }
+                let mode = if p.dry_run {
+                    Mode::Monitor
+                } else {
+                    Mode::Enforce
+                };
+                modes.resize(out.len(), mode);
             }
-            findings.extend(out.into_iter().map(|v| {
+            findings.extend(out.into_iter().zip(modes).map(|(v, mode)| {
                 let name = match &v.violation.rule {
                     herdwatch_model::RuleRef::Policy { policy, .. } => policy.clone(),
                     herdwatch_model::RuleRef::Profile(_) => String::new(),
@@ -421,6 +480,7 @@ impl Evaluator {
                     source: Source::Policy { name },
                     action: v.action,
                     kill_process: v.kill_process,
+                    mode,
                 }
             }));
         }
@@ -695,6 +755,77 @@ pub(crate) mod tests {
         assert!(scope.includes("shop") && !scope.includes("unknown"));
     }
 
+    fn exec_rules_of(e: &mut Evaluator, pod: &PodMeta, protected: &[&str]) -> ExecRules {
+        let protected: Vec<String> = protected.iter().map(|s| s.to_string()).collect();
+        e.exec_rules(&"c1".into(), 1, pod, &pod.containers[0], &protected)
+    }
+
+    #[test]
+    fn the_kernel_gets_the_allow_list_of_a_killing_profile_and_the_policies_denies() {
+        let store = store_with(
+            &[profile(Phase::Enforcing, "1", "/usr/sbin/nginx")],
+            &[policy("1", false)],
+            &[("env", "prod")],
+        );
+        let mut e = Evaluator::new(store.clone(), LabelSelector::default());
+        let r = exec_rules_of(&mut e, &pod(), &["kube-system", "herdwatch"]);
+        assert_eq!(
+            r.allow.as_deref(),
+            Some(&[b"/usr/sbin/nginx".to_vec()].into())
+        );
+        assert_eq!(r.deny_names, [b"wget".to_vec()].into());
+
+        // Protected namespaces and namespaces outside the scope: nothing, whatever applies.
+        let mut system = pod();
+        system.namespace = "kube-system".into();
+        assert!(exec_rules_of(&mut e, &system, &["kube-system"]).is_empty());
+        assert!(exec_rules_of(&mut e, &pod(), &["shop"]).is_empty());
+        let mut outside = Evaluator::new(store, LabelSelector::parse("test=yes").unwrap());
+        assert!(exec_rules_of(&mut outside, &pod(), &[]).is_empty());
+    }
+
+    #[test]
+    fn profiles_that_do_not_kill_and_dry_runs_give_the_kernel_nothing() {
+        for (phase, dry_run) in [
+            (Phase::Monitoring, false),
+            (Phase::Learning, false),
+            (Phase::Enforcing, true),
+        ] {
+            let mut p = profile(phase, "1", "/usr/sbin/nginx");
+            p.spec.response.dry_run = dry_run;
+            let store = store_with(&[p], &[policy("1", true)], &[("env", "prod")]);
+            let mut e = Evaluator::new(store, LabelSelector::default());
+            let r = exec_rules_of(&mut e, &pod(), &[]);
+            assert!(r.is_empty(), "{phase:?} dry run {dry_run}: {r:?}");
+        }
+        // Killing off in the profile's response.
+        let mut p = profile(Phase::Enforcing, "1", "/usr/sbin/nginx");
+        p.spec.response.kill_process = false;
+        let mut e = Evaluator::new(store_with(&[p], &[], &[]), LabelSelector::default());
+        assert!(exec_rules_of(&mut e, &pod(), &[]).is_empty());
+    }
+
+    #[test]
+    fn a_profile_with_a_pattern_leaves_its_allow_list_to_user_space_but_not_the_denies() {
+        let store = store_with(
+            &[profile(Phase::Enforcing, "1", "/usr/sbin/nginx*")],
+            &[policy("1", false)],
+            &[("env", "prod")],
+        );
+        let mut e = Evaluator::new(store.clone(), LabelSelector::default());
+        let r = exec_rules_of(&mut e, &pod(), &[]);
+        assert_eq!(
+            r.allow, None,
+            "nginx-debug would be killed by an exact list"
+        );
+        assert_eq!(r.deny_names, [b"wget".to_vec()].into());
+        let compiled = store.snapshot();
+        let p = compiled.profiles.values().next().unwrap();
+        assert!(
+            matches!(&p.kernel_allow, KernelAllow::UserSpaceOnly(why) if why.contains("pattern"))
+        );
+    }
+
     #[test]
     fn dry_run_policies_record_but_never_kill() {
         let store = store_with(&[], &[policy("1", true)], &[("env", "prod")]);
@@ -710,5 +841,6 @@ pub(crate) mod tests {
         );
         assert_eq!(f.len(), 1);
         assert!(!f[0].kill_process);
+        assert_eq!(f[0].mode, Mode::Monitor, "a dry-run policy only monitors");
     }
 }

@@ -2,9 +2,10 @@
 //! for it, a killed process.
 //!
 //! The [`Responder`] runs in the event loop. For each finding it counts
-//! `herdwatch_violations_total{namespace, workload, rule, action}` (workload is the owner
+//! `herdwatch_agent_violations_total{namespace, workload, rule, mode}` (workload is the owner
 //! kind/name: bounded, never a pod or a pid), kills the offending process once per event if
-//! any finding asks for it ([`kill`]), and updates the in-memory record of (pod, rule,
+//! any finding asks for it ([`kill`]; unless the kernel already did at exec, as the exec
+//! event says; never in a protected namespace), and updates the in-memory record of (pod, rule,
 //! subject): count, last time, kill result. Whether that record is written now is the
 //! model's `Dedup` decision: the first sighting creates it, repeats are written at most once
 //! per key interval and all writes share a token bucket; a sighting the limiter holds back
@@ -77,15 +78,6 @@ pub fn api_action(a: ResponseAction) -> ApiAction {
         ResponseAction::None => ApiAction::None,
         ResponseAction::Tag => ApiAction::Tag,
         ResponseAction::Kill => ApiAction::Kill,
-    }
-}
-
-/// The action's name in metrics.
-pub fn action_name(a: ResponseAction) -> &'static str {
-    match a {
-        ResponseAction::None => "None",
-        ResponseAction::Tag => "Tag",
-        ResponseAction::Kill => "Kill",
     }
 }
 
@@ -182,6 +174,8 @@ pub struct ViolationContext {
     /// Pid and start time of the offending process.
     pub process: (u32, u64),
     pub ancestry: Vec<Ancestor>,
+    /// The kernel killed the process at its exec, before it ran (the exec event's flag).
+    pub killed_in_kernel: bool,
 }
 
 /// What the kill asked for by an event's findings came to.
@@ -189,6 +183,8 @@ pub struct ViolationContext {
 pub enum KillOutcome {
     NotAsked,
     Killed,
+    /// The kernel killed it at exec, before it ran a single instruction.
+    KilledInKernel,
     Failed(String),
 }
 
@@ -198,6 +194,7 @@ impl KillOutcome {
         match self {
             KillOutcome::NotAsked => "not_asked",
             KillOutcome::Killed => "killed",
+            KillOutcome::KilledInKernel => "killed_in_kernel",
             KillOutcome::Failed(_) => "failed",
         }
     }
@@ -263,7 +260,7 @@ pub fn build_record(
         first_seen: to_time(now),
         last_seen: to_time(now),
         action: api_action(finding.action),
-        process_killed: *kill == KillOutcome::Killed,
+        process_killed: matches!(kill, KillOutcome::Killed | KillOutcome::KilledInKernel),
         process_kill_error: match kill {
             KillOutcome::Failed(e) => Some(bounded(e, MAX_TEXT)),
             _ => None,
@@ -288,7 +285,7 @@ fn note_repeat(v: &mut BehaviorViolation, kill: &KillOutcome, now: Timestamp) {
     s.last_seen = to_time(now);
     match kill {
         KillOutcome::NotAsked => {}
-        KillOutcome::Killed => s.process_killed = true,
+        KillOutcome::Killed | KillOutcome::KilledInKernel => s.process_killed = true,
         KillOutcome::Failed(e) => s.process_kill_error = Some(bounded(e, MAX_TEXT)),
     }
 }
@@ -296,7 +293,7 @@ fn note_repeat(v: &mut BehaviorViolation, kill: &KillOutcome, now: Timestamp) {
 /// The responder's metrics (shared with the registry).
 #[derive(Clone, Debug)]
 pub struct ResponseMetrics {
-    /// `herdwatch_violations_total{namespace, workload, rule, action}`.
+    /// `herdwatch_agent_violations_total{namespace, workload, rule, mode}`.
     pub violations: IntCounterVec,
     /// `herdwatch_agent_violation_writes_dropped_total`.
     pub dropped: IntCounter,
@@ -305,10 +302,13 @@ pub struct ResponseMetrics {
 }
 
 /// Settings of the responder.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ResponderConfig {
     /// Records tracked in memory (the model's dedup capacity).
     pub capacity: usize,
+    /// Namespaces where processes are never killed (see
+    /// `crate::evaluate::kernel::protected_namespaces`).
+    pub protected_namespaces: Vec<String>,
 }
 
 /// The event loop's side of violations.
@@ -325,6 +325,7 @@ pub struct Responder {
     tx: mpsc::Sender<BehaviorViolation>,
     /// None when process kills are turned off on this agent.
     killer: Option<Box<dyn ProcessKiller>>,
+    protected_namespaces: Vec<String>,
     metrics: ResponseMetrics,
 }
 
@@ -346,6 +347,7 @@ impl Responder {
             sent: HashMap::new(),
             tx,
             killer,
+            protected_namespaces: config.protected_namespaces,
             metrics,
         }
     }
@@ -356,8 +358,27 @@ impl Responder {
     }
 
     fn kill(&mut self, findings: &[Finding], ctx: &ViolationContext) -> KillOutcome {
+        if ctx.killed_in_kernel {
+            // Nothing left to signal; recorded whatever the findings ask, since it happened.
+            info!(
+                pid = ctx.process.0,
+                namespace = %ctx.pod.namespace,
+                pod = %ctx.pod.name,
+                exe = %ctx.event.exe,
+                "the kernel killed the offending process at exec"
+            );
+            self.count_kill(KillOutcome::KilledInKernel.label());
+            return KillOutcome::KilledInKernel;
+        }
         if !findings.iter().any(|f| f.kill_process) {
             return KillOutcome::NotAsked;
+        }
+        if self.protected_namespaces.contains(&ctx.pod.namespace) {
+            self.count_kill("protected");
+            return KillOutcome::Failed(format!(
+                "namespace {} is protected: herdwatch never kills processes there",
+                ctx.pod.namespace
+            ));
         }
         let outcome = match &self.killer {
             None => KillOutcome::Failed(
@@ -383,14 +404,33 @@ impl Responder {
                 %error,
                 "could not kill the offending process"
             ),
-            KillOutcome::NotAsked => {}
+            KillOutcome::NotAsked | KillOutcome::KilledInKernel => {}
         }
         let label = match (&outcome, self.killer.is_none()) {
             (KillOutcome::Failed(_), true) => "disabled",
             _ => outcome.label(),
         };
-        self.metrics.kills.with_label_values(&[label]).inc();
+        self.count_kill(label);
         outcome
+    }
+
+    fn count_kill(&self, result: &str) {
+        self.metrics.kills.with_label_values(&[result]).inc();
+    }
+
+    /// The kernel killed a process at exec that the evaluator, judging the same exec, did
+    /// not find at fault: the rules changed in between (the kernel's copy is brought up to
+    /// date once per metrics interval). Counted and logged, as there is no record to put
+    /// it in.
+    pub fn killed_in_kernel_without_finding(&self, pod: &PodMeta, pid: u32, exe: &str) {
+        warn!(
+            pid,
+            namespace = %pod.namespace,
+            pod = %pod.name,
+            exe,
+            "the kernel killed a process that the current rules allow; its rules were changing"
+        );
+        self.count_kill(KillOutcome::KilledInKernel.label());
     }
 
     fn send(&mut self, key: &ViolationKey) {
@@ -424,7 +464,7 @@ impl Responder {
                     ctx.pod.namespace.as_str(),
                     &workload,
                     &key.rule,
-                    action_name(f.action),
+                    crate::metrics::mode_label(f.mode),
                 ])
                 .inc();
             let emit = self.dedup.record(&key, now);
@@ -509,11 +549,8 @@ mod tests {
 
     fn metrics() -> ResponseMetrics {
         ResponseMetrics {
-            violations: IntCounterVec::new(
-                Opts::new("v", "v"),
-                &["namespace", "workload", "rule", "action"],
-            )
-            .unwrap(),
+            violations: IntCounterVec::new(Opts::new("v", "v"), &crate::metrics::VIOLATION_LABELS)
+                .unwrap(),
             dropped: IntCounter::new("d", "d").unwrap(),
             kills: IntCounterVec::new(Opts::new("k", "k"), &["result"]).unwrap(),
         }
@@ -604,6 +641,7 @@ mod tests {
             source,
             action: ResponseAction::Tag,
             kill_process: kill,
+            mode: herdwatch_api::common::Mode::Enforce,
         }
     }
 
@@ -616,6 +654,7 @@ mod tests {
             event: violation_event(&ev, &KindParts::Exec, &wget, 0, Some(true)),
             process: (wget.pid, wget.start_time_ns),
             ancestry: ancestry(&t, &wget),
+            killed_in_kernel: false,
         }
     }
 
@@ -730,7 +769,10 @@ mod tests {
             Responder::new(
                 "node-1",
                 dedup,
-                ResponderConfig { capacity },
+                ResponderConfig {
+                    capacity,
+                    protected_namespaces: vec!["kube-system".into()],
+                },
                 tx,
                 killer,
                 m.clone(),
@@ -792,7 +834,12 @@ mod tests {
         assert_eq!(update.spec.first_seen, to_time(Timestamp(100)));
         assert_eq!(
             m.violations
-                .with_label_values(&["shop", "Deployment/web", "policy/no-fetchers/wget", "Tag"])
+                .with_label_values(&[
+                    "shop",
+                    "Deployment/web",
+                    "policy/no-fetchers/wget",
+                    "Enforce"
+                ])
                 .get(),
             10
         );
@@ -903,6 +950,66 @@ mod tests {
             Timestamp(0),
         );
         assert_eq!(m.kills.with_label_values(&["disabled"]).get(), 1);
+    }
+
+    #[test]
+    fn kills_done_in_the_kernel_are_recorded_and_not_repeated() {
+        let bucket = TokenBucket::new(100, Duration::from_secs(1), Timestamp(0));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let killer = FakeKiller {
+            calls: calls.clone(),
+            fail: false,
+        };
+        let (mut r, mut rx, m) = responder(64, 16, bucket, Some(Box::new(killer)));
+        let ctx = ViolationContext {
+            killed_in_kernel: true,
+            ..context()
+        };
+        r.respond(
+            &[finding(Source::Policy { name: "a".into() }, true)],
+            &ctx,
+            Timestamp(0),
+        );
+        assert!(
+            calls.lock().unwrap().is_empty(),
+            "no pidfd kill of a dead process"
+        );
+        let v = rx.try_recv().unwrap();
+        assert!(v.spec.process_killed);
+        assert_eq!(v.spec.process_kill_error, None);
+        assert_eq!(m.kills.with_label_values(&["killed_in_kernel"]).get(), 1);
+        assert_eq!(m.kills.with_label_values(&["killed"]).get(), 0);
+    }
+
+    #[test]
+    fn nothing_is_killed_in_a_protected_namespace() {
+        let bucket = TokenBucket::new(100, Duration::from_secs(1), Timestamp(0));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let killer = FakeKiller {
+            calls: calls.clone(),
+            fail: false,
+        };
+        let (mut r, mut rx, m) = responder(64, 16, bucket, Some(Box::new(killer)));
+        let mut system = pod();
+        system.namespace = "kube-system".into();
+        let ctx = ViolationContext {
+            pod: Arc::new(system),
+            ..context()
+        };
+        r.respond(
+            &[finding(Source::Policy { name: "a".into() }, true)],
+            &ctx,
+            Timestamp(0),
+        );
+        assert!(calls.lock().unwrap().is_empty());
+        let v = rx.try_recv().unwrap();
+        assert!(!v.spec.process_killed);
+        assert!(v
+            .spec
+            .process_kill_error
+            .unwrap()
+            .contains("namespace kube-system is protected"));
+        assert_eq!(m.kills.with_label_values(&["protected"]).get(), 1);
     }
 
     #[test]

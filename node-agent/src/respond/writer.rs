@@ -67,11 +67,11 @@ fn refused_for_good(error: &Error) -> bool {
     let Error::Kube(kube::Error::Api(status)) = error else {
         return false;
     };
-    let terminating = status.details.as_ref().is_some_and(|d| {
-        d.causes
-            .iter()
-            .any(|c| c.reason == "NamespaceTerminating")
-    }) || status.message.contains("because it is being terminated");
+    let terminating = status
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+        || status.message.contains("because it is being terminated");
     matches!(status.code, 400 | 404 | 422) || (status.code == 403 && terminating)
 }
 
@@ -323,10 +323,14 @@ mod tests {
         drop(writer);
         verify(verifier).await;
         assert_eq!(
-            w.with_label_values(&["behaviorviolations", "rejected"]).get(),
+            w.with_label_values(&["behaviorviolations", "rejected"])
+                .get(),
             2
         );
-        assert_eq!(w.with_label_values(&["behaviorviolations", "error"]).get(), 3);
+        assert_eq!(
+            w.with_label_values(&["behaviorviolations", "error"]).get(),
+            3
+        );
     }
 
     #[tokio::test]

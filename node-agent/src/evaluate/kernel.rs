@@ -1,0 +1,710 @@
+//! In-kernel enforcement: which cgroups' execs the kernel judges and against which
+//! executables, and keeping the kernel's maps equal to that.
+//!
+//! The exec program (node-agent-ebpf `process.rs`) can decide one thing alone, before the
+//! new program runs a single instruction: whether its executable's path, or the last
+//! component of it, is on its cgroup's allow list or deny list; if it must die, it sends
+//! SIGKILL right there and flags the exec event. Everything else (argument patterns, user
+//! ids, the image's layers, exec sessions, network, files, syscalls) stays with the
+//! evaluator in user space, which also kills from there (through a pidfd) what the kernel
+//! let through. So the kernel's kills must be a subset of what the evaluator would kill for
+//! the same exec:
+//!
+//! - an allow list comes only from a profile that kills processes (Enforcing with
+//!   `response.killProcess`, not a dry run; see [`CompiledProfile::kill_process`]), and is
+//!   the exact executables of its process entries ([`kernel_allow`]). An entry with a uid
+//!   or an argument pattern counts as allowing its executable: the kernel lets every run of
+//!   it through and the evaluator judges the uid and arguments. A profile with an entry the
+//!   kernel cannot match exactly (a pattern) gets no allow list at all;
+//! - a deny list comes from the `Binaries` and `Shells` rules with `killProcess` of the
+//!   non-dry-run policies that select the pod ([`add_policy_denies`]);
+//! - only containers of pods the agent has attributed, in its namespace scope and outside
+//!   the protected namespaces, get either.
+//!
+//! [`Evaluator::exec_rules`] computes the [`ExecRules`] of one container from what the
+//! evaluator already holds for it; the engine does so for every container cgroup with a
+//! live process, and [`KernelEnforcer::sync`] writes the difference to the kernel.
+//!
+//! [`CompiledProfile::kill_process`]: super::CompiledProfile::kill_process
+//! [`Evaluator::exec_rules`]: super::Evaluator::exec_rules
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use herdwatch_abi::{
+    Enforcement, ExeHashes, ExeKey, ExeVerdict, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXE_ALLOWED,
+    EXE_DENIED, EXE_KEY_NAME, EXE_KEY_PATH,
+};
+use herdwatch_model::pattern::{glob_match, is_glob};
+use herdwatch_model::policy::{ClusterPolicy, Deny, SHELLS};
+use herdwatch_model::BehaviorSet;
+use tracing::{info, warn};
+
+use crate::capture::ExecRuleMaps;
+
+/// Namespaces where processes are never killed whatever the agent is told: the same
+/// rule the operator applies to evictions (kube-system and herdwatch's own namespace).
+pub fn protected_namespaces(own_namespace: &str) -> Vec<String> {
+    let mut protected = vec!["kube-system".to_owned()];
+    if !own_namespace.is_empty() && own_namespace != "kube-system" {
+        protected.push(own_namespace.to_owned());
+    }
+    protected
+}
+
+/// What a profile's process entries allow, in the kernel's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelAllow {
+    /// Exactly these exec paths.
+    Paths(Arc<BTreeSet<Vec<u8>>>),
+    /// The kernel cannot decide as the evaluator does; why. The evaluator kills alone.
+    UserSpaceOnly(String),
+}
+
+/// Whether a string could be the agent's rendering of an exec path, byte for byte.
+///
+/// The agent renders exec paths with `argv::escape_bytes`: valid UTF-8 without control
+/// characters stays as it is; anything else becomes `\xNN` or `\u{..}` escapes.
+fn exact_bytes(s: &str) -> Exactness {
+    if s.chars().any(char::is_control) {
+        // Escaped away in every path the agent renders: nothing ever matches it.
+        Exactness::NeverMatches
+    } else if s.contains('\\') {
+        // Either a literal backslash or an escape of bytes that are not the string's own:
+        // the kernel, which sees the raw bytes, cannot tell which the evaluator matches.
+        Exactness::Ambiguous
+    } else if ExeHashes::of(s.as_bytes()).is_none() {
+        // Longer than the kernel reports: execs of it arrive cut, and the kernel leaves cut
+        // paths to the evaluator.
+        Exactness::NeverMatches
+    } else {
+        Exactness::Exact
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exactness {
+    Exact,
+    NeverMatches,
+    Ambiguous,
+}
+
+/// The allow list the kernel can apply for a profile's allowed `set`.
+pub fn kernel_allow(set: &BehaviorSet) -> KernelAllow {
+    let mut paths = BTreeSet::new();
+    for entry in set.processes.entries() {
+        let exe = entry.rule.exe.as_str();
+        if is_glob(exe) {
+            // The evaluator allows every path the pattern matches; the kernel compares
+            // exact paths and would kill those.
+            return KernelAllow::UserSpaceOnly(format!(
+                "process entry {exe:?} is a pattern and the kernel matches exact paths only"
+            ));
+        }
+        match exact_bytes(exe) {
+            Exactness::Exact => {
+                paths.insert(exe.as_bytes().to_vec());
+            }
+            Exactness::NeverMatches => {}
+            Exactness::Ambiguous => {
+                return KernelAllow::UserSpaceOnly(format!(
+                    "process entry {exe:?} has a backslash, which may stand for escaped bytes \
+                     the kernel cannot compare"
+                ))
+            }
+        }
+    }
+    KernelAllow::Paths(Arc::new(paths))
+}
+
+/// The executables of one container the kernel judges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecRules {
+    /// The profile's allow list: an exec of any other path is killed. None: no allow list.
+    pub allow: Option<Arc<BTreeSet<Vec<u8>>>>,
+    /// Exact paths denied.
+    pub deny_paths: BTreeSet<Vec<u8>>,
+    /// Last path components denied (`wget`, the shells), whatever directory they are in.
+    pub deny_names: BTreeSet<Vec<u8>>,
+}
+
+impl ExecRules {
+    /// Nothing for the kernel to judge: the cgroup needs no entry.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_none() && self.deny_paths.is_empty() && self.deny_names.is_empty()
+    }
+
+    /// The `ENFORCE_*` bits of the cgroup's entry.
+    pub fn flags(&self) -> u32 {
+        let mut flags = 0;
+        if self.allow.is_some() {
+            flags |= ENFORCE_ALLOW_LIST;
+        }
+        if !self.deny_paths.is_empty() || !self.deny_names.is_empty() {
+            flags |= ENFORCE_DENY_LIST;
+        }
+        flags
+    }
+
+    /// The executable map entries of these rules for `cgroup_id` under `generation`.
+    pub fn entries(&self, cgroup_id: u64, generation: u32) -> BTreeMap<ExeKey, ExeVerdict> {
+        let mut out: BTreeMap<ExeKey, ExeVerdict> = BTreeMap::new();
+        let mut add = |bytes: &[u8], kind: u8, bits: u32| {
+            let Some(h) = ExeHashes::of(bytes) else {
+                return;
+            };
+            let (hash, len) = match kind {
+                EXE_KEY_NAME => (h.name, h.name_len),
+                _ => (h.path, h.path_len),
+            };
+            let key = ExeKey {
+                cgroup_id,
+                hash,
+                generation,
+                len,
+                kind,
+                _pad: 0,
+            };
+            out.entry(key).or_default().bits |= bits;
+        };
+        for path in self.allow.iter().flat_map(|a| a.iter()) {
+            add(path, EXE_KEY_PATH, EXE_ALLOWED);
+        }
+        for path in &self.deny_paths {
+            add(path, EXE_KEY_PATH, EXE_DENIED);
+        }
+        for name in &self.deny_names {
+            add(name, EXE_KEY_NAME, EXE_DENIED);
+        }
+        out
+    }
+}
+
+/// Adds the executables `policy` denies with `killProcess` in `container` that the kernel
+/// can recognise. The rest of its rules stay with the evaluator.
+pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut ExecRules) {
+    for rule in &policy.rules {
+        if !rule.kill_process || rule.exceptions.containers.iter().any(|c| c == container) {
+            continue;
+        }
+        let names: Vec<&str> = match &rule.deny {
+            Deny::Binaries(names) => names.iter().map(String::as_str).collect(),
+            // The executable's name only: `busybox sh` (a shell named in the arguments) is
+            // left to the evaluator.
+            Deny::Shells => SHELLS.to_vec(),
+            // Image layers, uids, exec sessions and peers are not in the exec path.
+            Deny::Drift | Deny::Root | Deny::ExecSessions | Deny::EgressOutside(_) => continue,
+        };
+        let exceptions = &rule.exceptions.executables;
+        for name in names {
+            if exact_bytes(name) != Exactness::Exact || name.is_empty() {
+                continue;
+            }
+            if name.contains('/') {
+                // A path, compared as a pattern by the evaluator: exact unless it has
+                // pattern characters.
+                if is_glob(name) || exceptions.iter().any(|g| glob_match(g, name)) {
+                    continue;
+                }
+                rules.deny_paths.insert(name.as_bytes().to_vec());
+            } else if exceptions.is_empty() {
+                // A name matches the executable's last component, in any directory. An
+                // exception (a pattern over whole paths) may cover some of those
+                // directories, which the kernel cannot tell: then the evaluator decides.
+                // (The evaluator also matches the name against argv[0]; the kernel does
+                // not read argv for this, so those are killed from user space.)
+                rules.deny_names.insert(name.as_bytes().to_vec());
+            }
+        }
+    }
+}
+
+/// What one cgroup has in the kernel.
+#[derive(Debug)]
+struct Written {
+    generation: u32,
+    rules: Arc<ExecRules>,
+    /// The executable keys in the map under `generation`.
+    keys: Vec<ExeKey>,
+    /// Writing failed: the cgroup has no entry, and is not retried until its rules change.
+    failed: bool,
+}
+
+/// Counters of the enforcer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnforcerStats {
+    /// cgroups the kernel judges now.
+    pub cgroups: usize,
+    /// Executable keys in the kernel, retired ones included.
+    pub keys: usize,
+    /// Map writes that failed (a full map: see `CaptureConfig`).
+    pub write_errors: u64,
+    /// Rule sets written (new cgroups and changes).
+    pub updates: u64,
+}
+
+/// Keeps the kernel's enforcement maps equal to the wanted [`ExecRules`] per cgroup.
+///
+/// A cgroup whose rules change gets its new executable keys under the next generation,
+/// then its entry pointing at that generation: the exec program reads the entry once and
+/// then only keys of that generation, so it judges by the whole old set or the whole new
+/// one. The old keys are deleted one sync later, not at once: a program that read the old
+/// entry just before the switch may still be looking them up, and a missing allowed key
+/// would kill. (A program run takes microseconds; syncs are a metrics interval apart.)
+/// A cgroup that needs no rules any more loses its entry at once, so it stops being judged
+/// at once.
+#[derive(Debug, Default)]
+pub struct KernelEnforcer {
+    written: HashMap<u64, Written>,
+    /// Keys replaced or dropped at the last sync, deleted at the next.
+    retired: Vec<ExeKey>,
+    stats: EnforcerStats,
+}
+
+impl KernelEnforcer {
+    pub fn new() -> Self {
+        KernelEnforcer::default()
+    }
+
+    pub fn stats(&self) -> EnforcerStats {
+        let mut stats = self.stats;
+        stats.cgroups = self.written.values().filter(|w| !w.failed).count();
+        stats.keys =
+            self.written.values().map(|w| w.keys.len()).sum::<usize>() + self.retired.len();
+        stats
+    }
+
+    /// The generation `cgroup_id` is judged under, if the kernel judges it.
+    pub fn generation(&self, cgroup_id: u64) -> Option<u32> {
+        self.written
+            .get(&cgroup_id)
+            .filter(|w| !w.failed)
+            .map(|w| w.generation)
+    }
+
+    /// Brings the maps to `wanted`: cgroups absent from it are not judged any more.
+    pub fn sync(&mut self, maps: &mut dyn ExecRuleMaps, wanted: &BTreeMap<u64, Arc<ExecRules>>) {
+        for key in std::mem::take(&mut self.retired) {
+            if let Err(error) = maps.remove_exe_rule(&key) {
+                warn!(%error, cgroup_id = key.cgroup_id, "cannot delete an old in-kernel executable rule");
+                self.stats.write_errors += 1;
+            }
+        }
+
+        let gone: Vec<u64> = self
+            .written
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for cgroup_id in gone {
+            let Some(w) = self.written.remove(&cgroup_id) else {
+                continue;
+            };
+            if let Err(error) = maps.remove_enforcement(cgroup_id) {
+                warn!(%error, cgroup_id, "cannot take a cgroup out of in-kernel enforcement");
+                self.stats.write_errors += 1;
+            }
+            if !w.failed {
+                info!(cgroup_id, "the kernel no longer kills in this cgroup");
+            }
+            self.retired.extend(w.keys);
+        }
+
+        for (&cgroup_id, rules) in wanted {
+            let previous = self.written.get(&cgroup_id);
+            if previous.is_some_and(|w| w.rules == *rules) {
+                continue;
+            }
+            let generation = previous.map_or(1, |w| w.generation.wrapping_add(1));
+            let entries = rules.entries(cgroup_id, generation);
+            let mut keys = Vec::with_capacity(entries.len());
+            let mut result = Ok(());
+            for (key, verdict) in &entries {
+                if let Err(error) = maps.insert_exe_rule(key, *verdict) {
+                    result = Err(error);
+                    break;
+                }
+                keys.push(*key);
+            }
+            let result = result.and_then(|()| {
+                maps.set_enforcement(
+                    cgroup_id,
+                    Enforcement {
+                        flags: rules.flags(),
+                        generation,
+                    },
+                )
+            });
+            if let Some(old) = self.written.remove(&cgroup_id) {
+                self.retired.extend(old.keys);
+            }
+            self.stats.updates += 1;
+            let failed = match result {
+                Ok(()) => {
+                    info!(
+                        cgroup_id,
+                        generation,
+                        allowed = rules.allow.as_ref().map(|a| a.len()),
+                        denied = rules.deny_paths.len() + rules.deny_names.len(),
+                        "the kernel kills what this cgroup's rules do not allow"
+                    );
+                    false
+                }
+                Err(error) => {
+                    // Half a rule set must not judge: the cgroup falls back to the
+                    // evaluator's kills from user space.
+                    let _ = maps.remove_enforcement(cgroup_id);
+                    warn!(%error, cgroup_id, "cannot write the in-kernel rules of a container; its processes are killed from user space");
+                    self.stats.write_errors += 1;
+                    self.retired.append(&mut keys);
+                    true
+                }
+            };
+            self.written.insert(
+                cgroup_id,
+                Written {
+                    generation,
+                    rules: rules.clone(),
+                    keys,
+                    failed,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use herdwatch_model::behavior::{Entry, ProcessRule, Rules};
+    use herdwatch_model::pattern::ArgvPattern;
+    use herdwatch_model::policy::{Exceptions, PolicyRule};
+    use herdwatch_model::response::ResponseAction;
+    use std::io;
+
+    /// The kernel's maps as tables, with a capacity for the executable rules.
+    #[derive(Debug, Default)]
+    pub(crate) struct MemMaps {
+        pub enforce: HashMap<u64, Enforcement>,
+        pub rules: HashMap<ExeKey, ExeVerdict>,
+        pub max_rules: Option<usize>,
+    }
+
+    impl ExecRuleMaps for MemMaps {
+        fn set_enforcement(&mut self, cgroup_id: u64, e: Enforcement) -> io::Result<()> {
+            self.enforce.insert(cgroup_id, e);
+            Ok(())
+        }
+        fn remove_enforcement(&mut self, cgroup_id: u64) -> io::Result<()> {
+            self.enforce.remove(&cgroup_id);
+            Ok(())
+        }
+        fn insert_exe_rule(&mut self, key: &ExeKey, v: ExeVerdict) -> io::Result<()> {
+            if self.max_rules.is_some_and(|max| self.rules.len() >= max) {
+                return Err(io::Error::from_raw_os_error(libc::E2BIG));
+            }
+            self.rules.insert(*key, v);
+            Ok(())
+        }
+        fn remove_exe_rule(&mut self, key: &ExeKey) -> io::Result<()> {
+            self.rules.remove(key);
+            Ok(())
+        }
+    }
+
+    impl MemMaps {
+        /// What the exec program decides for `path` in `cgroup_id` (its logic, in Rust).
+        pub(crate) fn kills(&self, cgroup_id: u64, path: &[u8]) -> bool {
+            let Some(e) = self.enforce.get(&cgroup_id) else {
+                return false;
+            };
+            let h = ExeHashes::of(path).unwrap();
+            let bits = |hash, len, kind| {
+                self.rules
+                    .get(&ExeKey {
+                        cgroup_id,
+                        hash,
+                        generation: e.generation,
+                        len,
+                        kind,
+                        _pad: 0,
+                    })
+                    .map_or(0, |v| v.bits)
+            };
+            let by_path = bits(h.path, h.path_len, EXE_KEY_PATH);
+            let by_name = bits(h.name, h.name_len, EXE_KEY_NAME);
+            (e.flags & ENFORCE_DENY_LIST != 0 && (by_path | by_name) & EXE_DENIED != 0)
+                || (e.flags & ENFORCE_ALLOW_LIST != 0 && by_path & EXE_ALLOWED == 0)
+        }
+    }
+
+    fn set(exes: &[&str]) -> BehaviorSet {
+        let mut s = BehaviorSet::new();
+        s.processes = Rules::from_entries(exes.iter().map(|e| {
+            Entry::manual(ProcessRule {
+                exe: (*e).into(),
+                argv: None,
+                uid: None,
+            })
+        }));
+        s
+    }
+
+    fn paths(p: &[&str]) -> Arc<BTreeSet<Vec<u8>>> {
+        Arc::new(p.iter().map(|s| s.as_bytes().to_vec()).collect())
+    }
+
+    #[test]
+    fn exact_process_entries_are_the_allow_list() {
+        let mut s = set(&["/usr/sbin/nginx", "/bin/sh"]);
+        // An argument pattern or uid narrows what the evaluator allows; the executable
+        // itself stays allowed in the kernel.
+        s.processes =
+            Rules::from_entries(s.processes.entries().iter().cloned().chain([Entry::manual(
+                ProcessRule {
+                    exe: "/usr/bin/python3".into(),
+                    argv: Some(ArgvPattern(vec!["python3".into(), "-m".into(), "*".into()])),
+                    uid: Some(1000),
+                },
+            )]));
+        assert_eq!(
+            kernel_allow(&s),
+            KernelAllow::Paths(paths(&["/bin/sh", "/usr/bin/python3", "/usr/sbin/nginx"]))
+        );
+        // Entries no exec can match are left out; they allow nothing anywhere.
+        let long = format!("/{}", "x".repeat(300));
+        assert_eq!(
+            kernel_allow(&set(&["/app", "/bad\u{1}name", &long])),
+            KernelAllow::Paths(paths(&["/app"]))
+        );
+    }
+
+    #[test]
+    fn patterns_and_escapes_leave_the_profile_to_user_space() {
+        for (exe, why) in [
+            ("/usr/bin/python3*", "pattern"),
+            ("/opt/app?", "pattern"),
+            ("/tmp/\\xc3(bin", "backslash"),
+        ] {
+            let allow = kernel_allow(&set(&["/app", exe]));
+            assert!(
+                matches!(&allow, KernelAllow::UserSpaceOnly(reason) if reason.contains(why)),
+                "{exe}: {allow:?}"
+            );
+        }
+    }
+
+    fn rule(name: &str, deny: Deny, kill: bool, exceptions: Exceptions) -> PolicyRule {
+        PolicyRule {
+            name: name.into(),
+            deny,
+            action: ResponseAction::Tag,
+            kill_process: kill,
+            exceptions,
+        }
+    }
+
+    fn policy(rules: Vec<PolicyRule>) -> ClusterPolicy {
+        ClusterPolicy {
+            name: "p".into(),
+            rules,
+            ..ClusterPolicy::default()
+        }
+    }
+
+    fn names(r: &ExecRules) -> Vec<String> {
+        r.deny_names
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn policies_deny_names_and_exact_paths_that_kill() {
+        let p = policy(vec![
+            rule(
+                "fetchers",
+                Deny::Binaries(vec![
+                    "wget".into(),
+                    "/usr/bin/curl".into(),
+                    "/opt/tools/*".into(),
+                ]),
+                true,
+                Exceptions::default(),
+            ),
+            rule(
+                "tag-only",
+                Deny::Binaries(vec!["nc".into()]),
+                false,
+                Exceptions::default(),
+            ),
+            rule("drift", Deny::Drift, true, Exceptions::default()),
+            rule("root", Deny::Root, true, Exceptions::default()),
+        ]);
+        let mut r = ExecRules::default();
+        add_policy_denies(&p, "app", &mut r);
+        assert_eq!(names(&r), ["wget"]);
+        assert_eq!(r.deny_paths, BTreeSet::from([b"/usr/bin/curl".to_vec()]));
+        assert_eq!(r.flags(), ENFORCE_DENY_LIST);
+
+        let mut shells = ExecRules::default();
+        add_policy_denies(
+            &policy(vec![rule("sh", Deny::Shells, true, Exceptions::default())]),
+            "app",
+            &mut shells,
+        );
+        assert_eq!(shells.deny_names.len(), SHELLS.len());
+        assert!(shells.deny_names.contains(b"bash".as_slice()));
+    }
+
+    #[test]
+    fn exceptions_the_kernel_cannot_tell_apart_leave_names_to_user_space() {
+        let except_tools = Exceptions {
+            executables: vec!["/opt/allowed/*".into()],
+            containers: vec!["debug".into()],
+        };
+        let p = policy(vec![rule(
+            "fetchers",
+            Deny::Binaries(vec![
+                "wget".into(),
+                "/usr/bin/curl".into(),
+                "/opt/allowed/nc".into(),
+            ]),
+            true,
+            except_tools,
+        )]);
+        let mut r = ExecRules::default();
+        add_policy_denies(&p, "app", &mut r);
+        assert!(r.deny_names.is_empty(), "wget in /opt/allowed is excepted");
+        assert_eq!(
+            r.deny_paths,
+            BTreeSet::from([b"/usr/bin/curl".to_vec()]),
+            "/opt/allowed/nc is excepted"
+        );
+        let mut debug = ExecRules::default();
+        add_policy_denies(&p, "debug", &mut debug);
+        assert!(debug.is_empty(), "an excepted container gets nothing");
+    }
+
+    fn rules(allow: Option<&[&str]>, deny_names: &[&str]) -> Arc<ExecRules> {
+        Arc::new(ExecRules {
+            allow: allow.map(paths),
+            deny_paths: BTreeSet::new(),
+            deny_names: deny_names.iter().map(|n| n.as_bytes().to_vec()).collect(),
+        })
+    }
+
+    #[test]
+    fn the_kernel_decides_by_allow_list_and_deny_list() {
+        let mut maps = MemMaps::default();
+        let mut enforcer = KernelEnforcer::new();
+        let wanted = BTreeMap::from([
+            (10, rules(Some(&["/usr/sbin/nginx", "/usr/bin/wget"]), &[])),
+            (11, rules(None, &["wget"])),
+            (
+                12,
+                rules(Some(&["/usr/sbin/nginx", "/usr/bin/wget"]), &["wget"]),
+            ),
+        ]);
+        enforcer.sync(&mut maps, &wanted);
+        assert!(!maps.kills(10, b"/usr/sbin/nginx"));
+        assert!(!maps.kills(10, b"/usr/bin/wget"));
+        assert!(maps.kills(10, b"/bin/sh"));
+        assert!(maps.kills(10, b"/usr/sbin/nginx2"), "exact paths only");
+        assert!(maps.kills(11, b"/usr/bin/wget") && maps.kills(11, b"/tmp/wget"));
+        assert!(!maps.kills(11, b"/usr/bin/wget2") && !maps.kills(11, b"/bin/sh"));
+        assert!(maps.kills(12, b"/usr/bin/wget"), "denied wins over allowed");
+        assert!(!maps.kills(13, b"/bin/sh"), "a cgroup without an entry");
+        assert_eq!(enforcer.stats().cgroups, 3);
+    }
+
+    #[test]
+    fn changes_switch_generations_and_old_keys_go_one_sync_later() {
+        let mut maps = MemMaps::default();
+        let mut enforcer = KernelEnforcer::new();
+        let first = BTreeMap::from([(10, rules(Some(&["/a"]), &[]))]);
+        enforcer.sync(&mut maps, &first);
+        assert_eq!(enforcer.generation(10), Some(1));
+        let keys_before = maps.rules.len();
+
+        // Unchanged rules write nothing.
+        enforcer.sync(&mut maps, &first);
+        assert_eq!(enforcer.stats().updates, 1);
+
+        let second = BTreeMap::from([(10, rules(Some(&["/a", "/b"]), &[]))]);
+        enforcer.sync(&mut maps, &second);
+        assert_eq!(enforcer.generation(10), Some(2));
+        assert!(!maps.kills(10, b"/b"));
+        assert_eq!(
+            maps.rules.len(),
+            keys_before + 2,
+            "the old generation's keys are still there for a program that read the old entry"
+        );
+        assert!(maps.rules.keys().any(|k| k.generation == 1));
+        enforcer.sync(&mut maps, &second);
+        assert!(maps.rules.keys().all(|k| k.generation == 2));
+        assert_eq!(maps.rules.len(), 2);
+    }
+
+    #[test]
+    fn cgroups_that_go_away_or_stop_killing_lose_their_entries() {
+        let mut maps = MemMaps::default();
+        let mut enforcer = KernelEnforcer::new();
+        enforcer.sync(
+            &mut maps,
+            &BTreeMap::from([(10, rules(Some(&["/a"]), &[])), (11, rules(None, &["sh"]))]),
+        );
+        assert!(maps.kills(10, b"/b") && maps.kills(11, b"/bin/sh"));
+        // Cgroup 11 is gone; cgroup 10's profile went back to Monitoring.
+        enforcer.sync(&mut maps, &BTreeMap::new());
+        assert!(maps.enforce.is_empty(), "entries go at once");
+        assert!(!maps.kills(10, b"/b") && !maps.kills(11, b"/bin/sh"));
+        enforcer.sync(&mut maps, &BTreeMap::new());
+        assert!(maps.rules.is_empty(), "and their keys one sync later");
+        assert_eq!(
+            enforcer.stats(),
+            EnforcerStats {
+                updates: 2,
+                ..EnforcerStats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_rule_set_that_does_not_fit_is_not_applied_by_half() {
+        let mut maps = MemMaps {
+            max_rules: Some(3),
+            ..MemMaps::default()
+        };
+        let mut enforcer = KernelEnforcer::new();
+        let big = BTreeMap::from([
+            (10, rules(Some(&["/a"]), &[])),
+            (11, rules(Some(&["/a", "/b", "/c"]), &[])),
+        ]);
+        enforcer.sync(&mut maps, &big);
+        assert!(maps.enforce.contains_key(&10));
+        assert!(
+            !maps.enforce.contains_key(&11),
+            "with two of three allowed paths written, /c would be killed"
+        );
+        assert!(!maps.kills(11, b"/c") && !maps.kills(11, b"/zzz"));
+        let stats = enforcer.stats();
+        assert_eq!((stats.cgroups, stats.write_errors), (1, 1));
+        // Not retried every sync while the rules stay the same.
+        enforcer.sync(&mut maps, &big);
+        assert_eq!(enforcer.stats().write_errors, 1);
+        // The half-written keys are cleaned up.
+        enforcer.sync(&mut maps, &big);
+        assert_eq!(maps.rules.len(), 1);
+    }
+
+    #[test]
+    fn protected_namespaces_are_kube_system_and_herdwatchs_own() {
+        assert_eq!(
+            protected_namespaces("herdwatch"),
+            ["kube-system", "herdwatch"]
+        );
+        assert_eq!(protected_namespaces("kube-system"), ["kube-system"]);
+    }
+}
