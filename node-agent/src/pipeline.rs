@@ -461,7 +461,11 @@ mod tests {
             namespace: "shop".into(),
             name: "web-7d4b9c-x2x9k".into(),
             labels: Default::default(),
-            workload: Workload { kind: "Deployment".into(), name: "web".into() },
+            workload: Workload {
+                kind: "Deployment".into(),
+                name: "web".into(),
+                uid: Some("uid-web".into()),
+            },
             containers: vec![ContainerMeta {
                 name: "web".into(),
                 kind: ContainerKind::App,
@@ -770,6 +774,7 @@ mod tests {
             Workload {
                 kind: "Pod".into(),
                 name: "p".into(),
+                uid: None,
             },
         )
         .unwrap()]);

@@ -267,6 +267,7 @@ mod tests {
             workload: Workload {
                 kind: kind.into(),
                 name: "web".into(),
+                uid: Some("uid-web".into()),
             },
             containers: vec![container(ContainerKind::App, Some("sha256:ab"))],
         }

@@ -569,6 +569,7 @@ pub(crate) mod tests {
             workload: Workload {
                 kind: "Deployment".into(),
                 name: "web".into(),
+                uid: Some("uid-web".into()),
             },
             containers: vec![ContainerMeta {
                 name: "nginx".into(),

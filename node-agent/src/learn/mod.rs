@@ -21,6 +21,11 @@
 //!
 //! At start the agent reads back the observations it published before
 //! ([`Learner::seed`]), so a restart loses nothing.
+//!
+//! An observation belongs to one incarnation of its workload, told by the owner's UID: a
+//! workload deleted and created again under the same name (or in a namespace deleted and
+//! created again) starts from nothing, so that what the old one did is never published as
+//! the new one's behaviour.
 
 pub mod publish;
 
@@ -62,6 +67,9 @@ impl ObsKey {
 /// Container ids remembered per learned container; cleared when full (a node runs at most
 /// a few hundred containers, this only bounds churn between pod syncs).
 const MAX_CONTAINERS: usize = 16_384;
+/// UIDs of replaced workload incarnations remembered; cleared when full (stragglers of an
+/// old incarnation only live as long as its pods take to terminate).
+const MAX_RETIRED_OWNERS: usize = 4_096;
 /// An observation whose workload no longer runs here, that is published and unchanged for
 /// this long, is dropped from memory (the operator merged it long ago).
 const IDLE_EVICTION: Duration = Duration::from_secs(3600);
@@ -75,6 +83,9 @@ struct Tracked {
     version: u64,
     /// Replicas an earlier agent instance published (it saw their start).
     published_replicas: WorkloadReplicas,
+    /// The UID of the workload this observation is of, once a pod of it was seen (an
+    /// observation read back at start has none until then).
+    owner_uid: Option<String>,
 }
 
 impl Tracked {
@@ -84,6 +95,7 @@ impl Tracked {
             dirty_since: None,
             version: 0,
             published_replicas: WorkloadReplicas::new(),
+            owner_uid: None,
         }
     }
 
@@ -113,6 +125,8 @@ pub struct LearnStats {
     pub observations: u64,
     /// Observations waiting to be written.
     pub pending: u64,
+    /// Observations started again because their workload was deleted and created again.
+    pub restarted: u64,
 }
 
 /// One observation to write, and the version it was taken at.
@@ -146,6 +160,8 @@ pub struct Learner {
     late: HashSet<Arc<str>>,
     seeded: bool,
     stats: LearnStats,
+    /// UIDs of workload incarnations whose observation was started again.
+    retired_owners: HashSet<String>,
 }
 
 impl Learner {
@@ -162,6 +178,7 @@ impl Learner {
             late: HashSet::new(),
             seeded: false,
             stats: LearnStats::default(),
+            retired_owners: HashSet::new(),
         }
     }
 
@@ -187,8 +204,35 @@ impl Learner {
         self.late.extend(containers);
     }
 
-    /// The observation of `key`, created when there is room.
-    fn entry(&mut self, key: &ObsKey) -> Option<&mut Tracked> {
+    /// The observation of `key` for the workload incarnation `owner_uid`, created when there
+    /// is room, and started again when the workload was recreated.
+    fn entry(
+        &mut self,
+        key: &ObsKey,
+        owner_uid: Option<&str>,
+        now: Timestamp,
+    ) -> Option<&mut Tracked> {
+        if owner_uid.is_some_and(|uid| self.retired_owners.contains(uid)) {
+            // A straggler of the old incarnation (a pod still terminating): its events
+            // belong to nothing that is learned any more.
+            return None;
+        }
+        let replaced = self
+            .observations
+            .get(key)
+            .and_then(|t| match (&t.owner_uid, owner_uid) {
+                (Some(old), Some(new)) if old != new => Some(old.clone()),
+                _ => None,
+            });
+        let recreated = replaced.is_some();
+        if let Some(old) = replaced {
+            self.observations.remove(key);
+            if self.retired_owners.len() >= MAX_RETIRED_OWNERS {
+                self.retired_owners.clear();
+            }
+            self.retired_owners.insert(old);
+            self.stats.restarted += 1;
+        }
         if !self.observations.contains_key(key) {
             if self.observations.len() >= self.max_observations {
                 self.stats.over_capacity += 1;
@@ -200,9 +244,19 @@ impl Learner {
                 &self.node,
                 self.started,
             );
-            self.observations.insert(key.clone(), Tracked::new(obs));
+            let mut fresh = Tracked::new(obs);
+            if recreated {
+                // The API still holds the old incarnation's content (unless its namespace
+                // went with it): write the fresh one over it at the next round.
+                fresh.touch(now);
+            }
+            self.observations.insert(key.clone(), fresh);
         }
-        self.observations.get_mut(key)
+        let t = self.observations.get_mut(key)?;
+        if t.owner_uid.is_none() {
+            t.owner_uid = owner_uid.map(str::to_owned);
+        }
+        Some(t)
     }
 
     /// Records `replica` on `key`'s observation; late when its container was running
@@ -210,12 +264,15 @@ impl Learner {
     fn attach(
         &mut self,
         key: &ObsKey,
+        pod: &PodMeta,
         replica: ReplicaId,
         container_ids: &[Arc<str>],
         now: Timestamp,
     ) {
         let late_container = container_ids.iter().any(|c| self.late.contains(c));
-        let Some(t) = self.entry(key) else { return };
+        let Some(t) = self.entry(key, pod.workload.uid.as_deref(), now) else {
+            return;
+        };
         let seen_start = t.published_replicas.ids().binary_search(&replica).is_ok();
         if t.obs
             .attach_replica(replica, late_container && !seen_start, now)
@@ -242,7 +299,13 @@ impl Learner {
             replica: ReplicaId::from_pod_uid(&pod.uid),
         });
         if let Some(s) = &slot {
-            self.attach(&s.key, s.replica, std::slice::from_ref(container_id), now);
+            self.attach(
+                &s.key,
+                pod,
+                s.replica,
+                std::slice::from_ref(container_id),
+                now,
+            );
         }
         self.containers.insert(container_id.clone(), slot.clone());
         slot
@@ -264,7 +327,7 @@ impl Learner {
         };
         let limits = self.limits;
         self.stats.events += 1;
-        let Some(t) = self.entry(&slot.key) else {
+        let Some(t) = self.entry(&slot.key, pod.workload.uid.as_deref(), now) else {
             return false;
         };
         let changed = t.obs.observe(event, slot.replica, now, &limits);
@@ -299,7 +362,7 @@ impl Learner {
                     // Not started yet: not a replica of anything so far.
                     continue;
                 }
-                self.attach(&key, replica, &ids, now);
+                self.attach(&key, pod, replica, &ids, now);
                 active.insert(key);
             }
         }
@@ -325,17 +388,20 @@ impl Learner {
         if lost == 0 {
             return;
         }
-        let active: HashSet<ObsKey> = pods
+        let active: HashMap<ObsKey, Option<String>> = pods
             .into_iter()
             .flat_map(|p| {
                 p.containers
                     .iter()
                     .filter(|c| !c.container_ids.is_empty())
                     .filter_map(|c| ObsKey::of(p, c))
+                    .map(|key| (key, p.workload.uid.clone()))
             })
             .collect();
-        for key in active {
-            let Some(t) = self.entry(&key) else { continue };
+        for (key, owner_uid) in active {
+            let Some(t) = self.entry(&key, owner_uid.as_deref(), now) else {
+                continue;
+            };
             let total = t.obs.events_lost.saturating_add(lost);
             if t.obs.set_events_lost(total, now) {
                 t.touch(now);
@@ -445,6 +511,7 @@ mod tests {
             workload: Workload {
                 kind: "Deployment".into(),
                 name: "web".into(),
+                uid: Some("uid-web".into()),
             },
             containers: vec![ContainerMeta {
                 name: "nginx".into(),
@@ -655,6 +722,60 @@ mod tests {
             0,
             "not running when it happened"
         );
+    }
+
+    #[test]
+    fn a_workload_created_again_starts_from_nothing() {
+        let mut l = learner();
+        let old = pod("u1", "c1");
+        l.observe(
+            &"c1".into(),
+            &old,
+            &old.containers[0],
+            &exec("/bin/old"),
+            Timestamp(1001),
+        );
+        let d = l.due(1);
+        l.published(&d[0].key, d[0].version);
+
+        // The namespace (or the Deployment) is deleted and created again: same names, a
+        // new owner UID, new pods.
+        let mut new = (*pod("u2", "c2")).clone();
+        new.workload.uid = Some("uid-web-2".into());
+        let new = Arc::new(new);
+        l.sync_pods([&new], Timestamp(1100));
+        let o = l.observation(&key()).unwrap();
+        assert!(
+            o.behavior.processes.is_empty(),
+            "nothing of the old incarnation is kept: {:?}",
+            o.behavior.processes
+        );
+        assert_eq!(o.replicas.count(), 1, "only the new pod");
+        assert_eq!(l.stats().restarted, 1);
+        assert_eq!(
+            l.due(1).len(),
+            1,
+            "the fresh content is written over the old"
+        );
+
+        l.observe(
+            &"c2".into(),
+            &new,
+            &new.containers[0],
+            &exec("/bin/new"),
+            Timestamp(1101),
+        );
+        // A straggler of the old incarnation changes nothing and restarts nothing.
+        assert!(!l.observe(
+            &"c1".into(),
+            &old,
+            &old.containers[0],
+            &exec("/bin/late"),
+            Timestamp(1102)
+        ));
+        let o = l.observation(&key()).unwrap();
+        assert_eq!(o.behavior.processes.len(), 1);
+        assert_eq!(l.stats().restarted, 1);
     }
 
     #[test]

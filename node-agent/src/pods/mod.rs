@@ -24,6 +24,8 @@ pub struct OwnerRef {
     pub api_version: String,
     pub kind: String,
     pub name: String,
+    /// Tells an owner apart from a later one of the same name (deleted and recreated).
+    pub uid: String,
 }
 
 impl From<&OwnerReference> for OwnerRef {
@@ -32,6 +34,7 @@ impl From<&OwnerReference> for OwnerRef {
             api_version: r.api_version.clone(),
             kind: r.kind.clone(),
             name: r.name.clone(),
+            uid: r.uid.clone(),
         }
     }
 }
@@ -59,6 +62,10 @@ pub struct Workload {
     /// static pod's mirror), the kind of another controller, or `Pod` for a bare pod.
     pub kind: String,
     pub name: String,
+    /// The UID of that owner (None for a bare pod). A workload deleted and created again
+    /// under the same name, or in a namespace created again, has a new one: what was
+    /// learned of the old one must not be published for the new one.
+    pub uid: Option<String>,
 }
 
 /// Resolves the workload from the pod's controller and, for a ReplicaSet or Job, that
@@ -72,14 +79,17 @@ pub fn workload_of(
         (None, _) => Workload {
             kind: "Pod".into(),
             name: pod_name.into(),
+            uid: None,
         },
         (Some(owner), Some(parent)) if needs_parent(owner) => Workload {
             kind: parent.kind.clone(),
             name: parent.name.clone(),
+            uid: Some(parent.uid.clone()),
         },
         (Some(owner), _) => Workload {
             kind: owner.kind.clone(),
             name: owner.name.clone(),
+            uid: Some(owner.uid.clone()),
         },
     }
 }
@@ -383,7 +393,7 @@ mod tests {
             api_version: api_version.into(),
             kind: kind.into(),
             name: name.into(),
-            uid: "u".into(),
+            uid: format!("uid-{name}"),
             controller: Some(true),
             block_owner_deletion: Some(true),
         }
@@ -464,6 +474,7 @@ mod tests {
         let w = |kind: &str, name: &str| Workload {
             kind: kind.into(),
             name: name.into(),
+            uid: Some(format!("uid-{name}")),
         };
 
         assert!(needs_parent(&rs) && needs_parent(&job));
@@ -494,7 +505,13 @@ mod tests {
             workload_of("kube-apiserver-node-1", Some(&node), None),
             w("Node", "node-1")
         );
-        assert_eq!(workload_of("debug", None, None), w("Pod", "debug"));
+        assert_eq!(
+            workload_of("debug", None, None),
+            Workload {
+                uid: None,
+                ..w("Pod", "debug")
+            }
+        );
     }
 
     #[test]
@@ -576,6 +593,7 @@ mod tests {
             Workload {
                 kind: "Deployment".into(),
                 name: "web".into(),
+                uid: Some("uid-web".into()),
             },
         )
         .unwrap()
