@@ -128,6 +128,7 @@ impl Node {
                 workload: Workload {
                     kind: "Deployment".into(),
                     name: format!("svc-{}", p % 37),
+                    uid: Some(format!("uid-svc-{}", p % 37)),
                 },
                 containers: (0..CONTAINERS_PER_POD)
                     .map(|c| {
