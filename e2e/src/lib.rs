@@ -12,6 +12,7 @@
 
 pub mod fixtures;
 pub mod metrics;
+pub mod prometheus;
 
 use std::fmt::Display;
 use std::future::Future;
