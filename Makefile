@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HERDWATCH_CACHE)/target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all toolchain build test lint fmt-check clippy unit-test ebpf-test crd-check bench demo \
-	demo-down images cluster-up chart-test chart-install e2e-test
+	demo-down images cluster-up chart-test rules-test chart-install prometheus-up e2e-test
 
 all: build
 
@@ -38,9 +38,14 @@ unit-test: toolchain
 	cargo test --workspace --exclude herdwatch-e2e
 
 # The whole suite: lints, generated-file drift, unit and kernel tests (as root), the chart,
-# and the end-to-end scenarios on the local cluster (built and started when missing).
-test: lint crd-check unit-test chart-test e2e-test
+# the alerting rules, and the end-to-end scenarios on the local cluster (built and started when missing).
+test: lint crd-check unit-test chart-test rules-test e2e-test
 	@echo "make test: all suites passed"
+
+# Benchmarks (figures in README.md, "Performance"). bench/operator.sh: the operator holding
+# 1,000 profiles and merging 100 simulated nodes' observations, on a private API server.
+bench:
+	bench/operator.sh
 
 # ---- local cluster, images, chart, end-to-end tests, demo (e2e/, scripts/) -------------
 CLUSTER := bash e2e/cluster/cluster.sh
@@ -64,10 +69,20 @@ images: toolchain
 chart-test: $(HELM)
 	scripts/chart-test.sh
 
+# The alerting rules: promtool check and unit tests, and the chart's PrometheusRule renders
+# the same groups (installs Debian's Prometheus for promtool when missing).
+rules-test: $(HELM)
+	scripts/rules-test.sh
+
 chart-install:
 	scripts/install-chart.sh e2e/values.yaml
 
-e2e-test: cluster-up images chart-install
+# Prometheus (with the chart's rules) and Alertmanager next to the cluster, scraping
+# herdwatch through the API server (e2e/prometheus/prometheus.sh; idempotent).
+prometheus-up:
+	bash e2e/prometheus/prometheus.sh up
+
+e2e-test: cluster-up images chart-install prometheus-up
 	HERDWATCH_KUBECONFIG=$$($(CLUSTER) kubeconfig) \
 	  cargo test -p herdwatch-e2e --no-fail-fast -- --test-threads=1 --nocapture
 

@@ -6,7 +6,9 @@
 #     access to secrets, the operator runs 2 replicas with leader election, and the CRDs
 #     in the chart are the generated ones (crds/);
 #   - switching the agent to privileged does render `privileged: true` (so the check above
-#     can fail), and the optional Prometheus objects render when enabled.
+#     can fail), and the optional Prometheus objects render when enabled, with the job
+#     labels herdwatch-agent and herdwatch-operator the alerts select on (the rules
+#     themselves are checked by scripts/rules-test.sh).
 # Usage: scripts/chart-test.sh
 set -euo pipefail
 
@@ -71,6 +73,26 @@ check "agent.privileged=true renders privileged: true" has 'privileged: true' "$
 monitoring=$(render --set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true \
   --set metrics.prometheusRule.enabled=true)
 check "ServiceMonitor renders when enabled" has '^kind: ServiceMonitor' "$monitoring"
+check "PodMonitor renders when enabled" has '^kind: PodMonitor' "$monitoring"
+check "PrometheusRule renders when enabled" has '^kind: PrometheusRule' "$monitoring"
+check "no Prometheus Operator object renders by default" \
+  lacks '^kind: (ServiceMonitor|PodMonitor|PrometheusRule)' "$default"
+# The alerts select the jobs herdwatch-agent and herdwatch-operator, whatever the release.
+for kind in ServiceMonitor PodMonitor; do
+  monitor=$("$HELM" template other "$CHART" -n herdwatch --set "metrics.${kind,}.enabled=true" \
+    --show-only "templates/${kind,,}.yaml")
+  for job in herdwatch-agent herdwatch-operator; do
+    check "the $kind gives its targets job=$job" has "targetLabel: job, replacement: $job\}" "$monitor"
+  done
+  # Else the workload's `namespace` label of the violation metrics becomes exported_namespace.
+  check "the $kind honors the metrics' own labels" \
+    test "$(grep -c 'honorLabels: true' <<<"$monitor")" = 2
+done
+# Plain Prometheus finds the pods by their scrape annotations.
+for component in DaemonSet Deployment; do
+  check "the $component's pods carry prometheus.io scrape annotations" \
+    has 'prometheus.io/scrape: "true"' "$(awk "/^kind: $component/{d=1} d && /^---/{exit} d{print}" <<<"$default")"
+done
 
 registry=$(render --set image.registry=registry.example.com/platform/ --set image.tag=1.2.3)
 check "image.registry prefixes the images" \

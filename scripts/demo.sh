@@ -279,8 +279,8 @@ step "The agent's /metrics counts the violations (scraped through the API server
 node=$(k -n "$DEMO_NS" get pod "$first" -o jsonpath='{.spec.nodeName}')
 agent=$(k -n "$HW_NS" get pods -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=agent" \
   --field-selector "spec.nodeName=$node" -o jsonpath='{.items[0].metadata.name}')
-metric() { k get --raw "/api/v1/namespaces/$HW_NS/pods/$1:9090/proxy/metrics" | grep "^herdwatch_violations_total.*namespace=\"$DEMO_NS\""; }
-wait_for 60 "herdwatch_violations_total for $DEMO_NS on agent $agent" metric "$agent"
+metric() { k get --raw "/api/v1/namespaces/$HW_NS/pods/$1:9090/proxy/metrics" | grep "^herdwatch_agent_violations_total.*namespace=\"$DEMO_NS\""; }
+wait_for 60 "herdwatch_agent_violations_total for $DEMO_NS on agent $agent" metric "$agent"
 metric "$agent" | sed 's/^/      /'
 
 cat <<EOF

@@ -112,29 +112,39 @@ pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The herdwatch pods of `component` (`agent` or `operator`).
+pub async fn component_pods(env: &Env, component: &str) -> Result<Vec<Pod>, String> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), HERDWATCH_NAMESPACE);
+    let selector =
+        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}");
+    pods.list(&ListParams::default().labels(&selector))
+        .await
+        .map(|list| list.items)
+        .map_err(|e| format!("listing {component} pods: {e}"))
+}
+
 /// Scrapes `/metrics` of the agent on `node` through the API server's pod proxy
 /// (`/api/v1/namespaces/herdwatch/pods/<agent>:<port>/proxy/metrics`).
 pub async fn scrape_agent(env: &Env, node: &str) -> Result<String, String> {
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), HERDWATCH_NAMESPACE);
-    let selector =
-        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=agent");
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| format!("listing agent pods: {e}"))?;
-    let pod = list
-        .items
+    let pods = component_pods(env, "agent").await?;
+    let pod = pods
         .iter()
         .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
         .ok_or_else(|| format!("no agent pod on node {node}"))?;
+    scrape_pod(env, pod, "metrics").await
+}
+
+/// Scrapes `/metrics` of `pod` on its container port named `port_name`, through the API
+/// server's pod proxy.
+pub async fn scrape_pod(env: &Env, pod: &Pod, port_name: &str) -> Result<String, String> {
     let port = pod
         .spec
         .as_ref()
         .and_then(|s| s.containers.first())
         .and_then(|c| c.ports.as_ref())
-        .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some("metrics")))
+        .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(port_name)))
         .map(|p| p.container_port)
-        .ok_or_else(|| format!("agent pod {} declares no metrics port", pod.name_any()))?;
+        .ok_or_else(|| format!("pod {} declares no {port_name} port", pod.name_any()))?;
     let path = format!(
         "/api/v1/namespaces/{HERDWATCH_NAMESPACE}/pods/{}:{port}/proxy/metrics",
         pod.name_any()
@@ -154,23 +164,31 @@ mod tests {
 
     #[test]
     fn reads_samples_with_and_without_labels() {
-        let text = "# HELP herdwatch_violations_total Violations.\n\
-                    # TYPE herdwatch_violations_total counter\n\
-                    herdwatch_violations_total{namespace=\"shop\",rule=\"policy/p/no-wget\",action=\"Tag\"} 2\n\
-                    herdwatch_violations_total{namespace=\"other\",rule=\"a\\\"b\",action=\"Kill\"} 1\n\
-                    herdwatch_agent_process_table_size 250\n\
+        let text = "# HELP herdwatch_agent_violations_total Violations.\n\
+                    # TYPE herdwatch_agent_violations_total counter\n\
+                    herdwatch_agent_violations_total{namespace=\"shop\",rule=\"policy/p/no-wget\",mode=\"Enforce\"} 2\n\
+                    herdwatch_agent_violations_total{namespace=\"other\",rule=\"a\\\"b\",mode=\"Monitor\"} 1\n\
+                    herdwatch_agent_processes_tracked 250\n\
                     broken{line\n";
         let s = parse(text);
         assert_eq!(s.len(), 3, "{s:?}");
-        assert_eq!(sum(&s, "herdwatch_violations_total", &[]), 3.0);
+        assert_eq!(sum(&s, "herdwatch_agent_violations_total", &[]), 3.0);
         assert_eq!(
-            sum(&s, "herdwatch_violations_total", &[("namespace", "shop")]),
+            sum(
+                &s,
+                "herdwatch_agent_violations_total",
+                &[("namespace", "shop")]
+            ),
             2.0
         );
         assert_eq!(s[1].labels["rule"], "a\"b");
-        assert_eq!(sum(&s, "herdwatch_agent_process_table_size", &[]), 250.0);
+        assert_eq!(sum(&s, "herdwatch_agent_processes_tracked", &[]), 250.0);
         assert_eq!(
-            sum(&s, "herdwatch_violations_total", &[("namespace", "none")]),
+            sum(
+                &s,
+                "herdwatch_agent_violations_total",
+                &[("namespace", "none")]
+            ),
             0.0
         );
     }

@@ -8,7 +8,7 @@ use herdwatch_e2e::metrics::{parse, scrape_agent, sum};
 use herdwatch_e2e::{step, wait_until, with_temp_ns, Env};
 use kube::ResourceExt;
 
-const VIOLATIONS: &str = "herdwatch_violations_total";
+const VIOLATIONS: &str = "herdwatch_agent_violations_total";
 
 #[tokio::test]
 async fn agent_metrics_count_the_violation() {
@@ -60,7 +60,13 @@ async fn agent_metrics_count_the_violation() {
                         })
                         .map(str::to_owned)
                         .collect();
-                    if sum(&samples, VIOLATIONS, &[("namespace", &ns), ("rule", &rule)]) >= 1.0 {
+                    // The policy is no dry run, so it judged the event in Enforce mode.
+                    let labels = [
+                        ("namespace", ns.as_str()),
+                        ("rule", &rule),
+                        ("mode", "Enforce"),
+                    ];
+                    if sum(&samples, VIOLATIONS, &labels) >= 1.0 {
                         Ok(matching)
                     } else {
                         Err(format!(

@@ -265,6 +265,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self> {
         let r = Registry::new();
+        // The standard process_* series (CPU seconds, resident memory, open fds), which
+        // the dashboard's CPU and memory panels and users' generic alerts read.
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let failures_vec = IntCounterVec::new(
             Opts::new(
                 "herdwatch_agent_attribution_failures_total",
@@ -647,6 +650,8 @@ mod tests {
             "herdwatch_agent_events_lost_total{kind=\"exec\"} 10",
             "herdwatch_agent_decode_errors_total 2",
             "herdwatch_agent_bpf_map_memory_bytes 17000000",
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
         ] {
             assert!(body.contains(line), "missing {line:?} in\n{body}");
         }
