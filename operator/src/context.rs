@@ -1,9 +1,10 @@
 //! State shared by the reconcilers of one leadership term: the client, the watched stores,
-//! settings, metrics, and two small pieces of in-memory bookkeeping (per-object backoff and
-//! the eviction ledger). Nothing here is the source of truth: a new leader rebuilds all of it
-//! from the API server.
+//! settings, metrics, and three small pieces of in-memory bookkeeping (per-object backoff,
+//! the eviction ledger, and the newest observation version seen). Nothing here is the source
+//! of truth: a new leader rebuilds all of it from the API server.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct Context {
     pub backoff: Backoff,
     /// Evictions this leader started whose outcome may not be in the store yet.
     pub evictions: EvictionLedger,
+    /// The newest BehaviorObservation version the observation watch delivered: a profile
+    /// reconcile reads observations at least this new.
+    pub observations_seen: Arc<SeenVersion>,
 }
 
 impl Context {
@@ -85,6 +89,7 @@ impl Context {
             clock,
             backoff: Backoff::default(),
             evictions: EvictionLedger::default(),
+            observations_seen: Arc::default(),
         }
     }
 
@@ -145,34 +150,88 @@ impl Backoff {
     }
 }
 
+/// The newest resourceVersion a watch delivered.
+///
+/// A profile reconcile lists the observations of one workload with a field selector. A plain
+/// list is a consistent read: when the API server's watch cache lags (under load, exactly when
+/// many observations arrive), it reads the whole namespace's observations from etcd, every
+/// one with every reconcile, which feeds the overload. A list that asks for data "not older
+/// than" the newest version the operator's own observation watch delivered is served from
+/// the watch cache, and still holds every observation that triggered the reconcile, since the
+/// watch delivered it first.
+///
+/// resourceVersions are opaque to clients, but those of one API server's watch are etcd
+/// revisions, which only grow; the newest is kept by number, and a version that is not a
+/// number turns this off (lists are consistent reads again).
+#[derive(Debug, Default)]
+pub struct SeenVersion {
+    newest: AtomicU64,
+    opaque: AtomicBool,
+}
+
+impl SeenVersion {
+    /// Notes a version a watch delivered.
+    pub fn saw(&self, resource_version: Option<&str>) {
+        match resource_version.map(str::parse::<u64>) {
+            Some(Ok(v)) => {
+                self.newest.fetch_max(v, Ordering::Relaxed);
+            }
+            Some(Err(_)) => self.opaque.store(true, Ordering::Relaxed),
+            None => {}
+        }
+    }
+
+    /// The newest version seen, if any (and if versions are numbers).
+    pub fn newest(&self) -> Option<String> {
+        if self.opaque.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.newest.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v.to_string()),
+        }
+    }
+}
+
 /// Window of `maxKillsPerHour`.
 const KILL_WINDOW: Duration = Duration::from_secs(3600);
-/// How long an eviction is assumed not to show in its owner's ready count yet. Workload
-/// status lags a deletion by a few seconds; counting our own recent evictions keeps two quick
-/// violations from taking an owner below `minReadyReplicas` on a stale count.
-pub const OWNER_SETTLE: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Reservation {
     scope: String,
-    owner: String,
     violation_uid: String,
+    pod_uid: String,
     at: Timestamp,
 }
 
-/// What the ledger counted for a decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KillCounts {
+/// What the ledger knows when a decision is made.
+#[derive(Debug)]
+pub struct Evictions<'a> {
     /// Evictions in the scope (profile, or policy) in the last hour.
     pub last_hour: u32,
-    /// This leader's evictions of the same owner within [`OWNER_SETTLE`].
-    pub owner_recent: u32,
+    reservations: &'a [Reservation],
+}
+
+impl Evictions<'_> {
+    /// Whether this leader evicted, or is evicting, the pod with `pod_uid`. Such a pod may
+    /// still look ready in an answer the API server gave before the eviction reached it, but
+    /// it is on its way out and must not count among its owner's ready replicas.
+    pub fn evicting(&self, pod_uid: &str) -> bool {
+        self.reservations.iter().any(|r| r.pod_uid == pod_uid)
+    }
 }
 
 /// Evictions made by this leader, so that the kill limit and the ready-replica minimum hold
 /// while the outcome of an eviction is on its way to the API (and the store). The durable
 /// record is each BehaviorViolation's status (`Evicted` at `decidedAt`); the ledger only
 /// covers the gap, and is merged with that record by violation UID.
+///
+/// For the ready-replica minimum the ledger names pods, by UID, never owners by name: a
+/// pod is left out of its owner's ready count from the moment its eviction is decided, and
+/// after that the API itself says it is going (a deletion timestamp, then no pod at all)
+/// while its replacement counts as soon as it is Ready. Nothing waits on a fixed time, and a
+/// workload deleted and created again under the same name has other pods, so it inherits
+/// nothing.
 #[derive(Debug, Default)]
 pub struct EvictionLedger {
     reservations: Mutex<Vec<Reservation>>,
@@ -180,18 +239,18 @@ pub struct EvictionLedger {
 
 impl EvictionLedger {
     /// Under one lock: counts the evictions of `scope` in the last hour (the `recorded` ones,
-    /// as `(violation uid, decided at)`, and this leader's reservations) and the recent ones
-    /// of `owner`, asks `decide`, and when it returns `(decision, true)` reserves an eviction
-    /// for `violation_uid` at `now`. Two violations decided at once therefore never both
-    /// take the last eviction the limit allows.
+    /// as `(violation uid, decided at)`, and this leader's reservations), asks `decide`, and
+    /// when it returns `(decision, true)` reserves the eviction of the pod `pod_uid` for
+    /// `violation_uid` at `now`. Two violations decided at once therefore never both take the
+    /// last eviction the limit allows, nor both count a pod the other is evicting as ready.
     pub fn decide<D>(
         &self,
         scope: &str,
-        owner: &str,
         violation_uid: &str,
+        pod_uid: &str,
         recorded: &[(String, Timestamp)],
         now: Timestamp,
-        decide: impl FnOnce(KillCounts) -> (D, bool),
+        decide: impl FnOnce(&Evictions<'_>) -> (D, bool),
     ) -> D {
         let mut r = lock(&self.reservations);
         let since = now - KILL_WINDOW;
@@ -206,22 +265,16 @@ impl EvictionLedger {
                 .filter(|x| x.scope == scope)
                 .map(|x| x.violation_uid.as_str()),
         );
-        let settle = now - OWNER_SETTLE;
-        let counts = KillCounts {
+        let evictions = Evictions {
             last_hour: u32::try_from(uids.len()).unwrap_or(u32::MAX),
-            owner_recent: u32::try_from(
-                r.iter()
-                    .filter(|x| x.owner == owner && x.at > settle)
-                    .count(),
-            )
-            .unwrap_or(u32::MAX),
+            reservations: &r,
         };
-        let (decision, reserve) = decide(counts);
+        let (decision, reserve) = decide(&evictions);
         if reserve {
             r.push(Reservation {
                 scope: scope.to_owned(),
-                owner: owner.to_owned(),
                 violation_uid: violation_uid.to_owned(),
+                pod_uid: pod_uid.to_owned(),
                 at: now,
             });
         }
@@ -260,69 +313,77 @@ mod tests {
             ("uid-1".to_owned(), Timestamp(10_000 - 100)),
             ("uid-old".to_owned(), Timestamp(10_000 - 4000)),
         ];
-        let seen = l.decide("p", "Deployment/web", "uid-2", &recorded, now, |c| {
-            (c, true)
+        let seen = l.decide("p", "uid-2", "pod-a", &recorded, now, |e| {
+            ((e.last_hour, e.evicting("pod-a")), true)
         });
-        assert_eq!(
-            seen,
-            KillCounts {
-                last_hour: 1,
-                owner_recent: 0
-            }
-        );
-        // uid-2's eviction is reserved: counted for its scope and owner.
-        let seen = l.decide("p", "Deployment/web", "uid-3", &recorded, now, |c| {
-            (c, false)
+        assert_eq!(seen, (1, false));
+        // uid-2's eviction is reserved: counted for its scope, and its pod is on its way out.
+        let seen = l.decide("p", "uid-3", "pod-b", &recorded, now, |e| {
+            (
+                (e.last_hour, e.evicting("pod-a"), e.evicting("pod-b")),
+                false,
+            )
         });
-        assert_eq!(
-            seen,
-            KillCounts {
-                last_hour: 2,
-                owner_recent: 1
-            }
-        );
+        assert_eq!(seen, (2, true, false));
         // Once uid-2's outcome is recorded it is not counted twice.
         let mut with_2 = recorded.clone();
         with_2.push(("uid-2".to_owned(), now));
-        let seen = l.decide("p", "Deployment/other", "uid-3", &with_2, now, |c| {
-            (c, false)
+        let seen = l.decide("p", "uid-3", "pod-b", &with_2, now, |e| {
+            (e.last_hour, false)
         });
-        assert_eq!(seen.last_hour, 2);
-        assert_eq!(seen.owner_recent, 0, "another owner");
-        // Other scopes do not see it; a released reservation is gone.
+        assert_eq!(seen, 2);
+        // Other scopes do not count it (the pod is still known to be going: pod UIDs are
+        // unique across the cluster); a released reservation is gone.
         assert_eq!(
-            l.decide("q", "x", "u", &[], now, |c| (c.last_hour, false)),
-            0
+            l.decide("q", "u", "pod-c", &[], now, |e| (
+                (e.last_hour, e.evicting("pod-a")),
+                false
+            )),
+            (0, true)
         );
         l.release("uid-2");
         assert_eq!(
-            l.decide("p", "Deployment/web", "u", &[], now, |c| (c, false)),
-            KillCounts {
-                last_hour: 0,
-                owner_recent: 0
-            }
+            l.decide("p", "u", "pod-c", &[], now, |e| (
+                (e.last_hour, e.evicting("pod-a")),
+                false
+            )),
+            (0, false)
         );
+    }
+
+    #[test]
+    fn the_newest_numeric_version_is_kept() {
+        let v = SeenVersion::default();
+        assert_eq!(v.newest(), None);
+        v.saw(Some("120"));
+        v.saw(Some("7"));
+        v.saw(None);
+        assert_eq!(
+            v.newest().as_deref(),
+            Some("120"),
+            "an older one (a relist) is ignored"
+        );
+        v.saw(Some("not-a-revision"));
+        assert_eq!(v.newest(), None, "opaque versions turn it off");
     }
 
     #[test]
     fn ledger_forgets_after_the_window() {
         let l = EvictionLedger::default();
-        l.decide("p", "o", "a", &[], Timestamp(0), |_| ((), true));
-        let later = Timestamp(200);
+        l.decide("p", "a", "pod-a", &[], Timestamp(0), |_| ((), true));
         assert_eq!(
-            l.decide("p", "o", "b", &[], later, |c| (c, false)),
-            KillCounts {
-                last_hour: 1,
-                owner_recent: 0
-            },
-            "past the settle time, still within the hour"
-        );
-        assert_eq!(
-            l.decide("p", "o", "b", &[], Timestamp(3601), |c| (
-                c.last_hour,
+            l.decide("p", "b", "pod-b", &[], Timestamp(3599), |e| (
+                e.last_hour,
                 false
             )),
-            0
+            1
+        );
+        assert_eq!(
+            l.decide("p", "b", "pod-b", &[], Timestamp(3601), |e| (
+                (e.last_hour, e.evicting("pod-a")),
+                false
+            )),
+            (0, false)
         );
     }
 }

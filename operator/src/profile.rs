@@ -42,7 +42,7 @@ use herdwatch_model as model;
 use herdwatch_model::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, VersionMatch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -229,13 +229,21 @@ async fn sync(
 
     let obs_api = Api::<BehaviorObservation>::namespaced(ctx.client.clone(), ns);
     let selector = workload_field_selector(target.kind.as_str(), &target.name, &spec.container);
-    let observations = match obs_api.list(&ListParams::default().fields(&selector)).await {
+    // From the API server's watch cache, at least as new as every observation the watch
+    // delivered (see `SeenVersion`); a consistent read until the watch delivered one.
+    let fresh = match ctx.observations_seen.newest() {
+        Some(v) => ListParams::default()
+            .at(&v)
+            .matching(VersionMatch::NotOlderThan),
+        None => ListParams::default(),
+    };
+    let observations = match obs_api.list(&fresh.clone().fields(&selector)).await {
         Ok(list) => list,
         // An older CRD without selectableFields: read the namespace's observations and
         // filter them here (below), which is slower but still right.
         Err(e) if api_code(&e) == Some(400) => {
             warn!(error = %e, "the BehaviorObservation CRD does not make spec.workload selectable; install the current CRDs");
-            obs_api.list(&ListParams::default()).await?
+            obs_api.list(&fresh).await?
         }
         Err(e) => return Err(e.into()),
     };

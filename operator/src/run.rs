@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::{predicates, reflector, watcher, WatchStreamExt};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -35,6 +35,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub const LOST_LEADERSHIP_GRACE: Duration = Duration::from_secs(3);
 /// Observations arriving this close together are merged in one reconcile.
 const PROFILE_DEBOUNCE: Duration = Duration::from_secs(1);
+/// Profile reconciles running at once. Each one reads a workload's observations and writes
+/// its profile; unbounded, a burst of observations (every agent publishing at once after a
+/// rollout) turns into as many concurrent lists and writes, which overload the API server
+/// and the operator's memory alike. Queued reconciles are not lost: the debounce merges the
+/// triggers that arrive while they wait.
+const PROFILE_CONCURRENCY: u16 = 8;
 
 /// What every term needs.
 #[derive(Clone)]
@@ -99,18 +105,24 @@ pub async fn lead(rt: Runtime, stop: watch::Receiver<bool>) {
     let client = rt.client.clone();
 
     // Profiles: the controller reacts to spec changes (generation) only, so that its own
-    // status writes do not trigger it again; observations and requeues do the rest.
+    // status writes do not trigger it again; observations and requeues do the rest. The
+    // store keeps no managedFields: nothing reads them, and on a profile written by server-
+    // side apply they list every field again, a large share of the store's memory.
     let (profiles, writer) = reflector::store::<BehaviorProfile>();
     let profile_stream = watcher(
         Api::<BehaviorProfile>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|p| p.managed_fields_mut().clear())
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
-    let profile_controller = Controller::for_stream(profile_stream, profiles.clone())
-        .with_config(controller::Config::default().debounce(PROFILE_DEBOUNCE));
+    let profile_controller = Controller::for_stream(profile_stream, profiles.clone()).with_config(
+        controller::Config::default()
+            .debounce(PROFILE_DEBOUNCE)
+            .concurrency(PROFILE_CONCURRENCY),
+    );
 
     let violation_controller = Controller::new(
         Api::<BehaviorViolation>::all(client.clone()),
@@ -130,11 +142,16 @@ pub async fn lead(rt: Runtime, stop: watch::Receiver<bool>) {
 
     let profiles_run = {
         let store = profiles.clone();
+        let seen = ctx.observations_seen.clone();
         profile_controller
             .watches(
                 Api::<BehaviorObservation>::all(client.clone()),
                 watcher::Config::default(),
-                move |o| profile::profiles_for_observation(&store, &o),
+                move |o| {
+                    // Before the reconcile is queued, so that its list includes `o`.
+                    seen.saw(o.metadata.resource_version.as_deref());
+                    profile::profiles_for_observation(&store, &o)
+                },
             )
             .graceful_shutdown_on(stopped(stop.clone()))
             .run(profile::reconcile, profile::error_policy, ctx.clone())
@@ -149,14 +166,14 @@ pub async fn lead(rt: Runtime, stop: watch::Receiver<bool>) {
         async move {
             loop {
                 if profiles.wait_until_ready().await.is_ok() {
-                    metrics.set_profiles(Some(profile::phase_counts(&profiles)));
+                    metrics.set_profiles(profiles.state().iter().map(|p| p.as_ref()));
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(GAUGE_INTERVAL) => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
-            metrics.set_profiles(None);
+            metrics.clear_profiles();
         }
     };
 
@@ -212,7 +229,7 @@ pub async fn supervise(
             term.abort();
         }
         rt.metrics.set_leader(false);
-        rt.metrics.set_profiles(None);
+        rt.metrics.clear_profiles();
         if *shutdown.borrow() {
             break;
         }

@@ -23,9 +23,12 @@
 //! - The kill limit counts the `Evicted` outcomes of the last hour from the records (so a new
 //!   leader starts with the count its predecessor left) together with this leader's
 //!   evictions still on their way to the records, under one lock, so two violations decided
-//!   at once cannot both take the last eviction allowed. The owner's ready count is lowered
-//!   by this leader's evictions of the same owner in the last minutes, because workload
-//!   status lags a deletion.
+//!   at once cannot both take the last eviction allowed.
+//! - `minReadyReplicas` is checked against the owner's pods as the API has them at the time
+//!   of the decision (Ready, and not being deleted), not against the owner's status, which
+//!   lags an eviction. A pod this leader is evicting is left out even if the answer still
+//!   shows it ready; its replacement counts as soon as it is Ready. Pods belong to an owner
+//!   by UID, so a workload re-created under an old name starts with a clean count.
 //! - `--dry-run` turns every response into a recorded dry run.
 //!
 //! # Retention
@@ -35,6 +38,7 @@
 //! the count or age limit and deletes them, and each record is requeued for when it expires
 //! by age, so old records go even when nothing new happens.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,8 +56,9 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::Eviction;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, Preconditions};
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, LabelSelector, Preconditions};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -156,7 +161,7 @@ pub fn mode_of_phase(phase: Phase) -> Mode {
     }
 }
 
-/// The label value of an outcome in `herdwatch_violations_total`.
+/// The name of an outcome in logs.
 pub fn outcome_label(o: Outcome) -> &'static str {
     match o {
         Outcome::Pending => "pending",
@@ -360,11 +365,11 @@ async fn handle(v: &BehaviorViolation, ctx: &Context) -> Result<Action> {
         reason = done.reason.as_deref().unwrap_or(""),
         "violation answered"
     );
-    ctx.metrics.violation(
+    ctx.metrics.response(
         &ns,
         &format!("{}/{}", v.spec.workload.kind, v.spec.workload.name),
-        &v.spec.rule,
-        outcome_label(done.outcome),
+        done.outcome,
+        done.reason.as_deref(),
     );
     if let (RuleSource::Profile, Some(profile)) = (v.spec.source, v.spec.profile.as_deref()) {
         count_on_profile(ctx, &ns, profile, v, done.outcome, now).await?;
@@ -461,35 +466,136 @@ async fn settings_of(v: &BehaviorViolation, ctx: &Context, ns: &str) -> Result<S
     })
 }
 
-/// Ready replicas of the pod's top-level owner, when the kind has such a count.
-async fn owner_ready(client: &Client, ns: &str, w: &WorkloadRef) -> Result<Option<u32>> {
-    fn count(n: Option<i32>) -> Option<u32> {
-        Some(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
+/// Whether a pod counts among its owner's ready replicas: Ready, still running, and not on
+/// its way out. A pod with a deletion timestamp (evicted, or deleted) still reports Ready
+/// while it shuts down, but its controller has stopped counting it.
+pub fn counts_as_ready(pod: &Pod) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return false;
     }
-    let c = client.clone();
-    Ok(match w.kind.as_str() {
-        "Deployment" => Api::<Deployment>::namespaced(c, ns)
-            .get_opt(&w.name)
-            .await?
-            .and_then(|d| count(d.status.and_then(|s| s.ready_replicas))),
-        "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns)
-            .get_opt(&w.name)
-            .await?
-            .and_then(|d| count(d.status.and_then(|s| s.ready_replicas))),
-        "DaemonSet" => Api::<DaemonSet>::namespaced(c, ns)
-            .get_opt(&w.name)
-            .await?
-            .and_then(|d| count(d.status.map(|s| s.number_ready))),
-        "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns)
-            .get_opt(&w.name)
-            .await?
-            .and_then(|d| count(d.status.and_then(|s| s.ready_replicas))),
-        "Job" => Api::<Job>::namespaced(c, ns)
-            .get_opt(&w.name)
-            .await?
-            .and_then(|d| count(d.status.and_then(|s| s.ready))),
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return false;
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The pods that make up an owner's ready count: `(pod uid, counts as ready)` for every pod
+/// the owner controls.
+pub type OwnerPods = Vec<(String, bool)>;
+
+fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+/// The UID and label selector of the owner `name` of kind `K`, if it exists.
+async fn owner_selector<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    selector: impl FnOnce(K) -> Option<LabelSelector>,
+) -> Result<Option<(String, LabelSelector)>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let Some(owner) = Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(uid) = owner.meta().uid.clone() else {
+        return Ok(None);
+    };
+    Ok(selector(owner).map(|s| (uid, s)))
+}
+
+/// The pods of the pod's top-level owner and whether each is ready, read from the API now;
+/// `None` when the owner is gone or of a kind without ready replicas.
+///
+/// The count is taken from the pods rather than from the owner's status, which lags an
+/// eviction by a few seconds: an evicted pod is out of the count from the moment its
+/// deletion timestamp is set (and this leader's ledger covers the moment before), and its
+/// replacement is in the count as soon as it is Ready. Pods are matched to the owner by
+/// controller reference UID (through its ReplicaSets for a Deployment), never by name, so a
+/// workload deleted and created again under the same name is a new owner with new pods.
+async fn owner_pods(client: &Client, ns: &str, w: &WorkloadRef) -> Result<Option<OwnerPods>> {
+    let c = client;
+    let owner = match w.kind.as_str() {
+        "Deployment" => {
+            owner_selector(c, ns, &w.name, |d: Deployment| d.spec.map(|s| s.selector)).await?
+        }
+        "StatefulSet" => {
+            owner_selector(c, ns, &w.name, |d: StatefulSet| d.spec.map(|s| s.selector)).await?
+        }
+        "DaemonSet" => {
+            owner_selector(c, ns, &w.name, |d: DaemonSet| d.spec.map(|s| s.selector)).await?
+        }
+        "ReplicaSet" => {
+            owner_selector(c, ns, &w.name, |d: ReplicaSet| d.spec.map(|s| s.selector)).await?
+        }
+        "Job" => owner_selector(c, ns, &w.name, |d: Job| d.spec.and_then(|s| s.selector)).await?,
         _ => None,
-    })
+    };
+    let Some((owner_uid, selector)) = owner else {
+        return Ok(None);
+    };
+    let selector = match Selector::try_from(selector) {
+        Ok(s) => s,
+        Err(error) => {
+            warn!(%error, owner = %w.name, "the owner's label selector cannot be read; its ready replicas are unknown");
+            return Ok(None);
+        }
+    };
+    let params = ListParams::default().labels_from(&selector);
+    // A Deployment controls its pods through its ReplicaSets (every revision counts: its
+    // ready replicas are theirs summed).
+    let controllers: HashSet<String> = if w.kind == "Deployment" {
+        Api::<ReplicaSet>::namespaced(client.clone(), ns)
+            .list(&params)
+            .await?
+            .items
+            .into_iter()
+            .filter(|rs| controller_uid(&rs.metadata) == Some(owner_uid.as_str()))
+            .filter_map(|rs| rs.metadata.uid)
+            .collect()
+    } else {
+        HashSet::from([owner_uid])
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| controller_uid(&p.metadata).is_some_and(|u| controllers.contains(u)))
+        .filter_map(|p| {
+            let ready = counts_as_ready(&p);
+            Some((p.metadata.uid?, ready))
+        })
+        .collect();
+    Ok(Some(pods))
+}
+
+/// Ready replicas among `pods`, leaving out those `evicting` says are being evicted.
+pub fn ready_replicas(pods: &[(String, bool)], evicting: impl Fn(&str) -> bool) -> u32 {
+    let n = pods
+        .iter()
+        .filter(|(uid, ready)| *ready && !evicting(uid))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Decides and carries out the response.
@@ -529,8 +635,8 @@ async fn respond(v: &BehaviorViolation, ctx: &Context, ns: &str, now: Timestamp)
         .owner_references()
         .iter()
         .any(|r| r.controller == Some(true));
-    let ready = if action == ResponseAction::Kill {
-        owner_ready(&ctx.client, ns, &v.spec.workload).await?
+    let owner_pods = if action == ResponseAction::Kill {
+        owner_pods(&ctx.client, ns, &v.spec.workload).await?
     } else {
         None
     };
@@ -546,24 +652,26 @@ async fn respond(v: &BehaviorViolation, ctx: &Context, ns: &str, now: Timestamp)
             Some((o.uid()?, from_time(s.decided_at.as_ref()?)))
         })
         .collect();
-    let owner = format!("{ns}/{}/{}", v.spec.workload.kind, v.spec.workload.name);
     let uid = v.uid().unwrap_or_else(|| v.name_any());
     let protected = &ctx.settings.protected_namespaces;
-    let decision = ctx
-        .evictions
-        .decide(&scope, &owner, &uid, &recorded, now, |counts| {
-            let facts = PodFacts {
-                has_controller_owner,
-                namespace: ns,
-                protected_namespaces: protected,
-                kills_last_hour: counts.last_hour,
-                owner_ready_replicas: ready.map(|r| r.saturating_sub(counts.owner_recent)),
-                operator_dry_run: ctx.settings.dry_run,
-            };
-            let d = model::response::decide(action.into(), mode.map(Into::into), &policy, &facts);
-            let reserve = d == Decision::Evict;
-            (d, reserve)
-        });
+    let decision =
+        ctx.evictions
+            .decide(&scope, &uid, &v.spec.pod_uid, &recorded, now, |evictions| {
+                let facts = PodFacts {
+                    has_controller_owner,
+                    namespace: ns,
+                    protected_namespaces: protected,
+                    kills_last_hour: evictions.last_hour,
+                    owner_ready_replicas: owner_pods
+                        .as_deref()
+                        .map(|pods| ready_replicas(pods, |pod| evictions.evicting(pod))),
+                    operator_dry_run: ctx.settings.dry_run,
+                };
+                let d =
+                    model::response::decide(action.into(), mode.map(Into::into), &policy, &facts);
+                let reserve = d == Decision::Evict;
+                (d, reserve)
+            });
 
     let summary = summary(v);
     Ok(match decision {

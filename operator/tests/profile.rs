@@ -492,3 +492,25 @@ fn observations_map_to_the_profiles_of_their_workload_container() {
         (herdwatch_api::common::Phase::Learning, 4)
     );
 }
+
+#[tokio::test]
+async fn observations_are_read_at_least_as_new_as_the_watch_delivered_them() {
+    // The watch delivered an observation at resourceVersion 4242: the list asks the API
+    // server's watch cache for data not older than that, rather than a consistent read from
+    // etcd, and so still includes the observation that triggered the reconcile.
+    let a = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let (client, verifier) = mock(vec![
+        deployment_found(),
+        list_observations(std::slice::from_ref(&a))
+            .query("resourceVersion=4242")
+            .query("resourceVersionMatch=NotOlderThan"),
+        Exchange::put(&format!("{PROFILES}/{NAME}")).echo("101", 2),
+        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
+            .reply(200, served(&profile(), "102", 2)),
+    ]);
+    let ctx = context(client, vec![], vec![], Settings::default());
+    ctx.observations_seen.saw(Some("4242"));
+    ctx.observations_seen.saw(Some("17"));
+    profile::reconcile(profile().into(), ctx).await.unwrap();
+    verify(verifier).await;
+}

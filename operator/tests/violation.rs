@@ -15,9 +15,6 @@ use herdwatch_api::{examples, BehaviorProfile, BehaviorProfileSpec, BehaviorProf
 use herdwatch_model::Timestamp;
 use herdwatch_operator::args::Settings;
 use herdwatch_operator::violation;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 
@@ -26,12 +23,19 @@ const POD_UID: &str = "4c1e6a2b-7f00-4d2a-9d8e-0a1b2c3d4e5f";
 const PROFILE: &str = "web-nginx";
 
 fn paths(ns: &str) -> Paths {
+    paths_of(ns, POD)
+}
+
+/// The paths of a violation of the pod `pod` in `ns`.
+fn paths_of(ns: &str, pod: &str) -> Paths {
     let hw = format!("/apis/herdwatch.dev/v1alpha1/namespaces/{ns}");
     Paths {
-        pod: format!("/api/v1/namespaces/{ns}/pods/{POD}"),
-        eviction: format!("/api/v1/namespaces/{ns}/pods/{POD}/eviction"),
+        pod: format!("/api/v1/namespaces/{ns}/pods/{pod}"),
+        pods: format!("/api/v1/namespaces/{ns}/pods"),
+        eviction: format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction"),
         events: format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
         deployment: format!("/apis/apps/v1/namespaces/{ns}/deployments/web"),
+        replicasets: format!("/apis/apps/v1/namespaces/{ns}/replicasets"),
         violations: format!("{hw}/behaviorviolations"),
         profile: format!("{hw}/behaviorprofiles/{PROFILE}"),
     }
@@ -39,9 +43,11 @@ fn paths(ns: &str) -> Paths {
 
 struct Paths {
     pod: String,
+    pods: String,
     eviction: String,
     events: String,
     deployment: String,
+    replicasets: String,
     violations: String,
     profile: String,
 }
@@ -99,37 +105,141 @@ fn answered(mut v: BehaviorViolation, outcome: Outcome, at: Timestamp) -> Behavi
 }
 
 fn pod(ns: &str, uid: &str) -> Value {
-    let p = Pod {
-        metadata: ObjectMeta {
-            name: Some(POD.into()),
-            namespace: Some(ns.into()),
-            uid: Some(uid.into()),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
-                name: "web-7d9f8".into(),
-                uid: "rs-uid".into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
-        ..Pod::default()
+    pod_of(ns, POD, uid, RS_UID, PodState::Ready)
+}
+
+/// UIDs of the Deployment `web` and of its ReplicaSet `web-7d9f8`.
+const DEPLOYMENT_UID: &str = "d0e1f2a3-0000-4000-8000-00000000000d";
+const RS_UID: &str = "rs-uid";
+
+/// What a pod of the owner is doing.
+#[derive(Clone, Copy)]
+enum PodState {
+    /// Running and Ready.
+    Ready,
+    /// Running, not Ready yet (a replacement starting).
+    NotReady,
+    /// Ready, but being deleted (an evicted pod shutting down).
+    Terminating,
+    /// Ready, and the answer was read before its eviction reached the API server.
+    StillReady,
+    /// Ran to completion.
+    Succeeded,
+}
+
+/// The pod `name` controlled by the ReplicaSet `rs_uid`, as the API server returns it.
+fn pod_of(ns: &str, name: &str, uid: &str, rs_uid: &str, state: PodState) -> Value {
+    let ready = match state {
+        PodState::NotReady => "False",
+        _ => "True",
     };
-    let mut v = serde_json::to_value(p).unwrap();
-    v["apiVersion"] = json!("v1");
-    v["kind"] = json!("Pod");
+    let phase = match state {
+        PodState::Succeeded => "Succeeded",
+        _ => "Running",
+    };
+    let mut v = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": uid,
+            "labels": { "app": "web" },
+            "ownerReferences": [{
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "web-7d9f8",
+                "uid": rs_uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": { "containers": [{ "name": "nginx" }] },
+        "status": {
+            "phase": phase,
+            "conditions": [{ "type": "Ready", "status": ready }],
+        },
+    });
+    if matches!(state, PodState::Terminating) {
+        v["metadata"]["deletionTimestamp"] = json!(to_time(Timestamp(NOW.0 - 5)));
+    }
     v
 }
 
-fn deployment(ns: &str, ready: i32) -> Value {
+/// The Deployment `web` with the given UID (a re-created one has another).
+fn deployment(ns: &str, uid: &str) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": { "name": "web", "namespace": ns },
-        "spec": { "selector": {}, "template": {} },
-        "status": { "replicas": 3, "readyReplicas": ready },
+        "metadata": { "name": "web", "namespace": ns, "uid": uid },
+        "spec": { "selector": { "matchLabels": { "app": "web" } }, "template": {} },
+        // A status that lags: it still counts every replica ready. The decision must not
+        // rely on it.
+        "status": { "replicas": 3, "readyReplicas": 3 },
     })
+}
+
+/// A ReplicaSet `name` controlled by the Deployment `deployment_uid`.
+fn replicaset(ns: &str, name: &str, uid: &str, deployment_uid: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": uid,
+            "labels": { "app": "web" },
+            "ownerReferences": [{
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "web",
+                "uid": deployment_uid,
+                "controller": true,
+            }],
+        },
+        "spec": { "selector": { "matchLabels": { "app": "web" } } },
+    })
+}
+
+/// The reads that count the ready replicas of the Deployment `web` (UID `deployment_uid`):
+/// the Deployment, its ReplicaSets and its pods, listed by its selector.
+fn owner_steps(
+    p: &Paths,
+    ns: &str,
+    deployment_uid: &str,
+    replicasets: Vec<Value>,
+    pods: Vec<Value>,
+) -> Vec<Exchange> {
+    vec![
+        Exchange::get(&p.deployment).reply(200, deployment(ns, deployment_uid)),
+        Exchange::get(&p.replicasets)
+            .query("labelSelector=app=web")
+            .reply(200, list("apps/v1", "ReplicaSet", replicasets)),
+        Exchange::get(&p.pods)
+            .query("labelSelector=app=web")
+            .reply(200, list("v1", "Pod", pods)),
+    ]
+}
+
+/// `owner_steps` of a Deployment with `ready` ready pods, the violating pod among them.
+fn ready_owner(p: &Paths, ns: &str, ready: usize) -> Vec<Exchange> {
+    let mut pods = vec![pod(ns, POD_UID)];
+    for i in 1..ready {
+        pods.push(pod_of(
+            ns,
+            &format!("web-7d9f8-other{i}"),
+            &format!("other-uid-{i}"),
+            RS_UID,
+            PodState::Ready,
+        ));
+    }
+    owner_steps(
+        p,
+        ns,
+        DEPLOYMENT_UID,
+        vec![replicaset(ns, "web-7d9f8", RS_UID, DEPLOYMENT_UID)],
+        pods,
+    )
 }
 
 fn success() -> Value {
@@ -137,6 +247,16 @@ fn success() -> Value {
 }
 
 fn tag_steps(p: &Paths, ns: &str, action: &'static str) -> Vec<Exchange> {
+    tag_steps_of(p, ns, action, POD)
+}
+
+/// Tagging the pod `pod_name`: label and annotation, then an Event.
+fn tag_steps_of(
+    p: &Paths,
+    ns: &str,
+    action: &'static str,
+    pod_name: &'static str,
+) -> Vec<Exchange> {
     vec![
         Exchange::patch(&p.pod)
             .check(|body| {
@@ -156,7 +276,7 @@ fn tag_steps(p: &Paths, ns: &str, action: &'static str) -> Vec<Exchange> {
                 assert_eq!(body["reportingController"], "herdwatch.dev/operator");
                 assert_eq!(body["reportingInstance"], "herdwatch-operator-0");
                 assert_eq!(body["regarding"]["kind"], "Pod");
-                assert_eq!(body["regarding"]["name"], POD);
+                assert_eq!(body["regarding"]["name"], pod_name);
                 assert_eq!(body["type"], "Warning");
                 assert_eq!(body["reason"], "BehaviorViolation");
                 assert_eq!(body["action"], action);
@@ -226,7 +346,7 @@ async fn tag_labels_annotates_posts_an_event_and_records_the_outcome() {
     let metrics = ctx.metrics.encode().unwrap();
     drop(ctx);
     verify(verifier).await;
-    assert!(metrics.contains(r#"herdwatch_violations_total{action="tagged",namespace="shop",rule="profile/processes",workload="Deployment/web"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"herdwatch_operator_responses_total{action="tagged",namespace="shop",workload="Deployment/web"} 1"#), "{metrics}");
     assert_eq!(
         action,
         Action::requeue(Duration::from_secs(86_400)),
@@ -238,10 +358,8 @@ async fn tag_labels_annotates_posts_an_event_and_records_the_outcome() {
 async fn kill_evicts_a_pod_with_an_owner_through_the_eviction_api() {
     let p = paths("shop");
     let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
-        Exchange::get(&p.deployment).reply(200, deployment("shop", 3)),
-    ];
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    steps.extend(ready_owner(&p, "shop", 3));
     steps.extend(tag_steps(&p, "shop", "Evict"));
     steps.push(
         Exchange::post(&p.eviction)
@@ -278,10 +396,8 @@ async fn kill_in_a_protected_namespace_is_refused_and_the_pod_only_tagged() {
     let ns = "herdwatch";
     let p = paths(ns);
     let v = record(ns, "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod(ns, POD_UID)),
-        Exchange::get(&p.deployment).reply(200, deployment(ns, 3)),
-    ];
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod(ns, POD_UID))];
+    steps.extend(ready_owner(&p, ns, 3));
     steps.extend(tag_steps(&p, ns, "Tag"));
     steps.push(outcome_step(
         &p,
@@ -306,10 +422,8 @@ async fn kill_in_a_protected_namespace_is_refused_and_the_pod_only_tagged() {
 async fn a_disruption_budget_refusal_is_retried_with_backoff() {
     let p = paths("shop");
     let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
-        Exchange::get(&p.deployment).reply(200, deployment("shop", 3)),
-    ];
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    steps.extend(ready_owner(&p, "shop", 3));
     steps.extend(tag_steps(&p, "shop", "Evict"));
     steps.push(Exchange::post(&p.eviction).fail(429, "TooManyRequests"));
     steps.push(outcome_step(
@@ -386,10 +500,8 @@ async fn the_kill_limit_counts_evictions_recorded_before_a_restart() {
     }
     let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
     store.push(v.clone());
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
-        Exchange::get(&p.deployment).reply(200, deployment("shop", 3)),
-    ];
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    steps.extend(ready_owner(&p, "shop", 3));
     steps.extend(tag_steps(&p, "shop", "Tag"));
     steps.push(outcome_step(
         &p,
@@ -413,10 +525,34 @@ async fn the_kill_limit_counts_evictions_recorded_before_a_restart() {
 async fn evicting_would_leave_too_few_ready_replicas() {
     let p = paths("shop");
     let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
-        Exchange::get(&p.deployment).reply(200, deployment("shop", 1)),
+    // One ready pod (the violating one) is all the owner has: the others are starting,
+    // shutting down or done, and the Ready pod of a ReplicaSet the Deployment does not
+    // control is not its replica, whatever its labels. The Deployment's status, which says
+    // 3, is not what counts.
+    let mut pods = vec![pod("shop", POD_UID)];
+    for (i, (rs, state)) in [
+        (RS_UID, PodState::NotReady),
+        (RS_UID, PodState::Terminating),
+        (RS_UID, PodState::Succeeded),
+        ("stray-rs-uid", PodState::Ready),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        pods.push(pod_of(
+            "shop",
+            &format!("web-{i}"),
+            &format!("uid-{i}"),
+            rs,
+            state,
+        ));
+    }
+    let replicasets = vec![
+        replicaset("shop", "web-7d9f8", RS_UID, DEPLOYMENT_UID),
+        replicaset("shop", "stray", "stray-rs-uid", "someone-else"),
     ];
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    steps.extend(owner_steps(&p, "shop", DEPLOYMENT_UID, replicasets, pods));
     steps.extend(tag_steps(&p, "shop", "Tag"));
     steps.push(outcome_step(
         &p,
@@ -465,16 +601,14 @@ async fn dry_runs_and_learning_profiles_change_no_pod() {
     // The operator-wide dry run.
     let p = paths("shop");
     let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
-        Exchange::get(&p.deployment).reply(200, deployment("shop", 3)),
-        outcome_step(
-            &p,
-            "web-shell",
-            "DryRun",
-            Some(violation::REASON_WOULD_EVICT),
-        ),
-    ];
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    steps.extend(ready_owner(&p, "shop", 3));
+    steps.push(outcome_step(
+        &p,
+        "web-shell",
+        "DryRun",
+        Some(violation::REASON_WOULD_EVICT),
+    ));
     steps.extend(count_steps(&p, "shop", |_| {}));
     let (client, verifier) = mock(steps);
     let settings = Settings {
@@ -491,16 +625,14 @@ async fn dry_runs_and_learning_profiles_change_no_pod() {
     verify(verifier).await;
 
     // A profile still learning (mode Enforce, not yet promoted) never evicts.
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
-        Exchange::get(&p.deployment).reply(200, deployment("shop", 3)),
-        outcome_step(
-            &p,
-            "web-shell",
-            "DryRun",
-            Some(violation::REASON_WOULD_EVICT),
-        ),
-    ];
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    steps.extend(ready_owner(&p, "shop", 3));
+    steps.push(outcome_step(
+        &p,
+        "web-shell",
+        "DryRun",
+        Some(violation::REASON_WOULD_EVICT),
+    ));
     steps.extend(count_steps(&p, "shop", |_| {}));
     let (client, verifier) = mock(steps);
     let ctx = context(
@@ -560,4 +692,247 @@ async fn retention_deletes_the_oldest_records_of_a_profile() {
     let action = violation::reconcile(old.into(), ctx).await.unwrap();
     verify(verifier).await;
     assert_eq!(action, Action::await_change());
+}
+
+/// Another pod of `web`, its UID, and a record of a shell in it.
+const POD_B: &str = "web-7d9f8-bbbbb";
+const POD_B_UID: &str = "0b0b0b0b-0000-4000-8000-00000000000b";
+
+/// The profile of web/nginx, enforcing Kill, that keeps at least two replicas ready.
+fn keeps_two_ready() -> BehaviorProfile {
+    let mut p = profile("shop", Phase::Enforcing, ResponseAction::Kill);
+    p.spec.response.limits.min_ready_replicas = 2;
+    p
+}
+
+/// A new record of a shell in `pod` (uid `pod_uid`).
+fn record_of(name: &str, uid: &str, pod: &str, pod_uid: &str) -> BehaviorViolation {
+    let mut v = record("shop", name, uid, ResponseAction::Kill);
+    v.spec.pod = pod.into();
+    v.spec.pod_uid = pod_uid.into();
+    v
+}
+
+/// The eviction of `pod` (uid `pod_uid`), after the owner's reads, up to the counts.
+fn eviction_steps(
+    record_name: &str,
+    pod: &'static str,
+    pod_uid: &'static str,
+    owner: Vec<Exchange>,
+) -> Vec<Exchange> {
+    let p = paths_of("shop", pod);
+    let mut steps = vec![
+        Exchange::get(&p.pod).reply(200, pod_of("shop", pod, pod_uid, RS_UID, PodState::Ready))
+    ];
+    steps.extend(owner);
+    steps.extend(tag_steps_of(&p, "shop", "Evict", pod));
+    steps.push(
+        Exchange::post(&p.eviction)
+            .check(move |body| {
+                assert_eq!(body["metadata"]["name"], pod);
+                assert_eq!(body["deleteOptions"]["preconditions"]["uid"], pod_uid);
+            })
+            .reply(201, success()),
+    );
+    steps.push(outcome_step(&p, record_name, "Evicted", None));
+    steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["evicted"], 1)));
+    steps
+}
+
+/// The first eviction: pod A of three ready pods (A, B, C) of the Deployment `web`.
+fn first_eviction() -> Vec<Exchange> {
+    let p = paths("shop");
+    let owner = owner_steps(
+        &p,
+        "shop",
+        DEPLOYMENT_UID,
+        vec![replicaset("shop", "web-7d9f8", RS_UID, DEPLOYMENT_UID)],
+        vec![
+            pod("shop", POD_UID),
+            pod_of("shop", POD_B, POD_B_UID, RS_UID, PodState::Ready),
+            pod_of(
+                "shop",
+                "web-7d9f8-ccccc",
+                "pod-c-uid",
+                RS_UID,
+                PodState::Ready,
+            ),
+        ],
+    );
+    eviction_steps("web-shell", POD, POD_UID, owner)
+}
+
+/// The pods of `web` after pod A's eviction: A as `a` says (or gone), B and C ready, and A's
+/// replacement as `replacement` says.
+fn after_first_eviction(a: Option<PodState>, replacement: PodState) -> Vec<Exchange> {
+    let mut pods: Vec<Value> = a
+        .map(|state| pod_of("shop", POD, POD_UID, RS_UID, state))
+        .into_iter()
+        .collect();
+    pods.extend([
+        pod_of("shop", POD_B, POD_B_UID, RS_UID, PodState::Ready),
+        pod_of(
+            "shop",
+            "web-7d9f8-ccccc",
+            "pod-c-uid",
+            RS_UID,
+            PodState::Ready,
+        ),
+        pod_of(
+            "shop",
+            "web-7d9f8-zzzzz",
+            "replacement-uid",
+            RS_UID,
+            replacement,
+        ),
+    ]);
+    owner_steps(
+        &paths("shop"),
+        "shop",
+        DEPLOYMENT_UID,
+        vec![replicaset("shop", "web-7d9f8", RS_UID, DEPLOYMENT_UID)],
+        pods,
+    )
+}
+
+/// Runs the violations in order against one context (one leader), through `steps`.
+async fn answer_in_order(steps: Vec<Exchange>, records: Vec<BehaviorViolation>) {
+    let (client, verifier) = mock(steps);
+    let ctx = context(
+        client,
+        vec![keeps_two_ready()],
+        records.clone(),
+        Settings::default(),
+    );
+    for v in records {
+        violation::reconcile(v.into(), ctx.clone()).await.unwrap();
+    }
+    drop(ctx);
+    verify(verifier).await;
+}
+
+#[tokio::test]
+async fn a_second_kill_is_allowed_once_the_replacement_is_ready() {
+    // Right after the first eviction, evicted pod shutting down, or already gone: either way
+    // three pods are ready again once the replacement is, so B may go (leaving two).
+    for a in [Some(PodState::Terminating), None] {
+        let mut steps = first_eviction();
+        steps.extend(eviction_steps(
+            "web-shell-b",
+            POD_B,
+            POD_B_UID,
+            after_first_eviction(a, PodState::Ready),
+        ));
+        answer_in_order(
+            steps,
+            vec![
+                record("shop", "web-shell", "uid-1", ResponseAction::Kill),
+                record_of("web-shell-b", "uid-b", POD_B, POD_B_UID),
+            ],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_kill_is_refused_while_the_replacement_is_not_ready() {
+    // A still shows Ready in an answer read before its eviction reached the API server (two
+    // violations decided at once), or shows it shutting down, or is gone; the replacement is
+    // starting. Two pods are ready: evicting B would leave one, below the minimum of two.
+    for a in [
+        Some(PodState::StillReady),
+        Some(PodState::Terminating),
+        None,
+    ] {
+        let p = paths_of("shop", POD_B);
+        let mut steps = first_eviction();
+        steps.push(Exchange::get(&p.pod).reply(
+            200,
+            pod_of("shop", POD_B, POD_B_UID, RS_UID, PodState::Ready),
+        ));
+        steps.extend(after_first_eviction(a, PodState::NotReady));
+        steps.extend(tag_steps_of(&p, "shop", "Tag", POD_B));
+        steps.push(
+            Exchange::patch(&format!("{}/web-shell-b/status", p.violations))
+                .check(|body| {
+                    let s = &body["status"];
+                    assert_eq!(s["outcome"], "Refused", "{s:#}");
+                    assert_eq!(s["reason"], "BelowMinReadyReplicas", "{s:#}");
+                    let message = s["message"].as_str().unwrap();
+                    assert!(message.contains("has 2 ready replicas"), "{message}");
+                })
+                .reply(
+                    200,
+                    served(
+                        &record("shop", "web-shell-b", "uid-b", ResponseAction::Kill),
+                        "8",
+                        1,
+                    ),
+                ),
+        );
+        steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["refused"], 1)));
+        answer_in_order(
+            steps,
+            vec![
+                record("shop", "web-shell", "uid-1", ResponseAction::Kill),
+                record_of("web-shell-b", "uid-b", POD_B, POD_B_UID),
+            ],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_workload_recreated_under_the_same_name_starts_with_a_clean_count() {
+    // Pod A of `web` is evicted; then `web` is deleted and created again (a new UID, a new
+    // ReplicaSet, three new pods, all ready). A shell in one of the new pods may be answered
+    // with an eviction at once: nothing of the old workload's eviction carries over.
+    const NEW_DEPLOYMENT_UID: &str = "d0e1f2a3-0000-4000-8000-0000000000d2";
+    const NEW_RS_UID: &str = "rs-uid-2";
+    const POD_X: &str = "web-5c6b7-xxxxx";
+    const POD_X_UID: &str = "0c0c0c0c-0000-4000-8000-00000000000c";
+    let mut steps = first_eviction();
+    let owner = owner_steps(
+        &paths("shop"),
+        "shop",
+        NEW_DEPLOYMENT_UID,
+        vec![
+            replicaset("shop", "web-5c6b7", NEW_RS_UID, NEW_DEPLOYMENT_UID),
+            // The old ReplicaSet, still being collected: not the new workload's.
+            replicaset("shop", "web-7d9f8", RS_UID, DEPLOYMENT_UID),
+        ],
+        vec![
+            pod_of("shop", POD_X, POD_X_UID, NEW_RS_UID, PodState::Ready),
+            pod_of(
+                "shop",
+                "web-5c6b7-yyyyy",
+                "pod-y-uid",
+                NEW_RS_UID,
+                PodState::Ready,
+            ),
+            pod_of(
+                "shop",
+                "web-5c6b7-zzzzz",
+                "pod-z-uid",
+                NEW_RS_UID,
+                PodState::Ready,
+            ),
+            pod_of("shop", POD, POD_UID, RS_UID, PodState::Terminating),
+        ],
+    );
+    let mut x = eviction_steps("web-shell-x", POD_X, POD_X_UID, owner);
+    // The pod read at the start is the new workload's.
+    x[0] = Exchange::get(&paths_of("shop", POD_X).pod).reply(
+        200,
+        pod_of("shop", POD_X, POD_X_UID, NEW_RS_UID, PodState::Ready),
+    );
+    steps.extend(x);
+    answer_in_order(
+        steps,
+        vec![
+            record("shop", "web-shell", "uid-1", ResponseAction::Kill),
+            record_of("web-shell-x", "uid-x", POD_X, POD_X_UID),
+        ],
+    )
+    .await;
 }
