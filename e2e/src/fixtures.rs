@@ -498,3 +498,50 @@ pub async fn deploy_with_deny_wget_policy(
     let pods = wait_deployment_ready(env, ns, name, 1).await;
     (pods[0].clone(), created)
 }
+
+/// [`deny_wget_policy`] whose rule also kills the `wget` process (`killProcess`), which
+/// the agent does in the kernel at the exec.
+pub fn deny_wget_policy_killing(ns: &str, action: ResponseAction) -> ClusterBehaviorPolicy {
+    let mut p = deny_wget_policy(ns, action);
+    for rule in &mut p.spec.rules {
+        rule.kill_process = true;
+    }
+    p
+}
+
+/// Creates `policy`, then deploys [`web_deployment`] `name` with one replica in `ns`;
+/// returns the Ready pod and the policy as created.
+pub async fn deploy_with_policy(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    policy: &ClusterBehaviorPolicy,
+) -> (Pod, ClusterBehaviorPolicy) {
+    let created = Api::<ClusterBehaviorPolicy>::all(env.client.clone())
+        .create(&PostParams::default(), policy)
+        .await
+        .unwrap_or_else(|e| panic!("creating ClusterBehaviorPolicy {}: {e}", policy.name_any()));
+    let rules = created
+        .spec
+        .rules
+        .iter()
+        .map(|r| {
+            format!(
+                "{} (deny {:?} {:?}, action {:?}, killProcess {})",
+                r.name,
+                r.deny,
+                r.binaries.as_deref().unwrap_or_default(),
+                r.action,
+                r.kill_process
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    step(format!(
+        "ClusterBehaviorPolicy {} in namespace {ns}: {rules}",
+        created.name_any()
+    ));
+    create(env, ns, &web_deployment(name, 1)).await;
+    let pods = wait_deployment_ready(env, ns, name, 1).await;
+    (pods[0].clone(), created)
+}

@@ -8,6 +8,12 @@
 //! single instruction of its own. Only cgroups with an [`ENFORCE`] entry are judged, which
 //! the node agent writes for pod containers whose profile or policies ask for process
 //! kills; every other exec pays one hash lookup.
+//!
+//! A program is judged by its path (`bprm->filename`), the last component of that path, and
+//! the last components of `argv[0]` and `argv[1]`: the names the agent's policy matcher
+//! reads too. A multi-call binary shows what it runs only in its arguments: busybox runs
+//! its `wget` applet as `/proc/self/exe` with `argv[0]` `wget`, and `busybox sh` is a
+//! shell.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -19,9 +25,10 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
-    exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
+    argv_names, exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
     ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_KEY_NAME, EXE_KEY_PATH, MAX_ARGV, MAX_PATH,
+    EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0,
+    EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_PATH,
 };
 
 use crate::common::{
@@ -40,10 +47,10 @@ static ENFORCE: HashMap<u64, Enforcement> = HashMap::with_max_entries(4096, BPF_
 #[map]
 static EXE_RULES: HashMap<ExeKey, ExeVerdict> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
-/// Where the executable path is read when the ring buffer is full: the kill must not
-/// depend on room for the event.
+/// Where the executable path and arguments are read when the ring buffer is full: the kill
+/// must not depend on room for the event.
 #[map]
-static EXEC_SCRATCH: PerCpuArray<[u8; MAX_PATH]> = PerCpuArray::with_max_entries(1, 0);
+static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
@@ -58,15 +65,16 @@ fn verdict(key: &ExeKey) -> u32 {
     unsafe { EXE_RULES.get(key) }.map_or(0, |v| v.bits)
 }
 
-/// Whether the program at `path` (its first `len` bytes), exec'd in `cgroup_id`, must
-/// die under `enforcement`.
+/// Whether the program `exec` describes (its path and arguments read, `flags` the
+/// `EXEC_*` flags of that read), exec'd in `cgroup_id`, must die under `enforcement`.
 #[inline(always)]
-fn must_die(path: &[u8; MAX_PATH], len: u32, cgroup_id: u64, enforcement: Enforcement) -> bool {
+fn must_die(exec: &ExecEvent, flags: u32, cgroup_id: u64, enforcement: Enforcement) -> bool {
+    let len = exec.filename_len;
     // An empty or cut path cannot be matched exactly; the agent judges those.
-    if len == 0 || len as usize >= MAX_PATH {
+    if flags & EXEC_FILENAME_TRUNCATED != 0 || len == 0 || len as usize >= MAX_PATH {
         return false;
     }
-    let hashes = exe_hashes(path, len as usize);
+    let hashes = exe_hashes(&exec.filename, len as usize);
     let mut key = ExeKey {
         cgroup_id,
         hash: hashes.path,
@@ -80,11 +88,44 @@ fn must_die(path: &[u8; MAX_PATH], len: u32, cgroup_id: u64, enforcement: Enforc
         key.hash = hashes.name;
         key.len = hashes.name_len;
         key.kind = EXE_KEY_NAME;
-        if (by_path | verdict(&key)) & EXE_DENIED != 0 {
+        let by_name = verdict(&key);
+        if (by_path | by_name) & EXE_DENIED != 0 || denied_by_argv(exec, by_name, &mut key) {
             return true;
         }
     }
     enforcement.flags & ENFORCE_ALLOW_LIST != 0 && by_path & EXE_ALLOWED == 0
+}
+
+/// Whether the arguments of `exec` name a denied program, as the agent's policy matcher
+/// reads them: `argv[0]`'s last component against names denied by name (a `Binaries`
+/// rule), and, when the executable's name (`exe_name`: its verdict bits) is that of a
+/// multi-call binary, the applet it is asked to be against names denied as applets (a
+/// `Shells` rule). `key` is a name key of the right cgroup and generation.
+#[inline(always)]
+fn denied_by_argv(exec: &ExecEvent, exe_name: u32, key: &mut ExeKey) -> bool {
+    let names = argv_names(&exec.argv, exec.argv_len as usize);
+    if names.complete == 0 {
+        return false;
+    }
+    key.hash = names.argv0;
+    key.len = names.argv0_len;
+    let argv0 = verdict(key);
+    if argv0 & EXE_DENIED_ARGV0 != 0 {
+        return true;
+    }
+    if exe_name & EXE_MULTI_CALL == 0 {
+        return false;
+    }
+    if argv0 & EXE_MULTI_CALL == 0 {
+        return argv0 & EXE_DENIED_APPLET != 0;
+    }
+    // `busybox sh`: the applet is the first argument.
+    if names.complete < 2 {
+        return false;
+    }
+    key.hash = names.argv1;
+    key.len = names.argv1_len;
+    verdict(key) & EXE_DENIED_APPLET != 0
 }
 
 /// Kills the current task. Counted by the agent from the event's flag (or, when the ring
@@ -110,16 +151,57 @@ unsafe fn read_filename(bprm: usize, dst: *mut [u8; MAX_PATH]) -> (u32, bool) {
     (n as u32 - 1, truncated)
 }
 
+/// Reads the new program's path and arguments into `exec` (`filename`, `filename_len`,
+/// `argv`, `argv_len`) and returns the `EXEC_*` flags of what was cut.
+///
+/// # Safety
+/// `exec` must point to a writable record (the reserved event or this CPU's scratch).
+#[inline(always)]
+unsafe fn read_program(task: usize, bprm: usize, exec: *mut ExecEvent) -> u32 {
+    let mut flags = 0;
+    // The path the kernel opened (`bprm->filename`): for a script, the script.
+    let (filename_len, truncated) = read_filename(bprm, addr_of_mut!((*exec).filename));
+    if truncated {
+        flags |= EXEC_FILENAME_TRUNCATED;
+    }
+    addr_of_mut!((*exec).filename_len).write(filename_len);
+
+    // argv as the new image sees it: the block between mm->arg_start and arg_end, which
+    // the kernel has just written into the new stack, so it is resident.
+    let mut argv_len = 0u32;
+    if let Ok(mm) = kread::<usize>(task, off!(task_mm)) {
+        let start = kread::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
+        let end = kread::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
+        let mut len = end.saturating_sub(start);
+        if len > MAX_ARGV as u64 {
+            len = MAX_ARGV as u64;
+            flags |= EXEC_ARGV_TRUNCATED;
+        }
+        let len = len as u32;
+        if len > 0
+            && gen::bpf_probe_read_user(
+                addr_of_mut!((*exec).argv).cast(),
+                len,
+                start as *const c_void,
+            ) == 0
+        {
+            argv_len = len;
+        }
+    }
+    addr_of_mut!((*exec).argv_len).write(argv_len);
+    flags
+}
+
 /// Judges an exec that has no event record (the ring buffer is full).
 #[inline(never)]
-fn enforce_unrecorded(bprm: usize, cgroup_id: u64, enforcement: Enforcement) {
+fn enforce_unrecorded(task: usize, bprm: usize, cgroup_id: u64, enforcement: Enforcement) {
     let Some(scratch) = EXEC_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's scratch value; the program does not nest on one CPU.
-    let (len, truncated) = unsafe { read_filename(bprm, scratch) };
-    // SAFETY: as above.
-    if !truncated && must_die(unsafe { &*scratch }, len, cgroup_id, enforcement) {
+    let flags = unsafe { read_program(task, bprm, scratch) };
+    // SAFETY: as above; fully written by `read_program` where `must_die` reads it.
+    if must_die(unsafe { &*scratch }, flags, cgroup_id, enforcement) {
         kill_current();
     }
 }
@@ -135,7 +217,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     let enforcement = unsafe { ENFORCE.get(&cgroup_id) }.copied();
     let Some(mut entry) = reserve::<ExecEvent>(EventKind::Exec) else {
         if let Some(enforcement) = enforcement {
-            enforce_unrecorded(bprm, cgroup_id, enforcement);
+            enforce_unrecorded(task, bprm, cgroup_id, enforcement);
         }
         return Ok(());
     };
@@ -148,7 +230,6 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
         .unwrap_or(0);
     let (euid, egid) = effective_ids(task).unwrap_or((u32::MAX, u32::MAX));
     let start_time_ns = kread::<u64>(task, off!(task_start_boottime)).unwrap_or(0);
-    let mut flags = 0;
 
     // SAFETY: `event` is the reserved record; the helpers cope with bad source addresses.
     unsafe {
@@ -162,45 +243,12 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
         addr_of_mut!((*event).euid).write(euid);
         addr_of_mut!((*event).egid).write(egid);
         addr_of_mut!((*event).start_time_ns).write(start_time_ns);
-
-        // The path the kernel opened (`bprm->filename`): for a script, the script.
-        let (filename_len, truncated) = read_filename(bprm, addr_of_mut!((*event).filename));
-        if truncated {
-            flags |= EXEC_FILENAME_TRUNCATED;
-        }
-        addr_of_mut!((*event).filename_len).write(filename_len);
+        let mut flags = read_program(task, bprm, event);
         if let Some(enforcement) = enforcement {
-            if !truncated
-                && must_die(&(*event).filename, filename_len, cgroup_id, enforcement)
-                && kill_current()
-            {
+            if must_die(&*event, flags, cgroup_id, enforcement) && kill_current() {
                 flags |= EXEC_KILLED_IN_KERNEL;
             }
         }
-
-        // argv as the new image sees it: the block between mm->arg_start and arg_end, which
-        // the kernel has just written into the new stack, so it is resident.
-        let mut argv_len = 0u32;
-        if let Ok(mm) = kread::<usize>(task, off!(task_mm)) {
-            let start = kread::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
-            let end = kread::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
-            let mut len = end.saturating_sub(start);
-            if len > MAX_ARGV as u64 {
-                len = MAX_ARGV as u64;
-                flags |= EXEC_ARGV_TRUNCATED;
-            }
-            let len = len as u32;
-            if len > 0
-                && gen::bpf_probe_read_user(
-                    addr_of_mut!((*event).argv).cast(),
-                    len,
-                    start as *const c_void,
-                ) == 0
-            {
-                argv_len = len;
-            }
-        }
-        addr_of_mut!((*event).argv_len).write(argv_len);
         addr_of_mut!((*event).flags).write(flags);
     }
     submit(entry, EventKind::Exec);

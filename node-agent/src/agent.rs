@@ -108,9 +108,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.violation_update_interval,
         TokenBucket::new(args.violation_write_burst.max(1), refill, started),
     );
-    // The operator never evicts in kube-system or its own namespace (the chart installs the
-    // agent there too); the agent never kills processes there, in the kernel or not.
-    let protected = protected_namespaces(client.default_namespace());
+    // The operator never evicts in kube-system, its own namespace (the chart installs the
+    // agent there too) or the namespaces it is told to protect (the chart passes the same
+    // list to both); the agent never kills processes there, in the kernel or not.
+    let protected = protected_namespaces(client.default_namespace(), &args.protected_namespaces);
     let killer: Option<Box<dyn ProcessKiller>> = args
         .kill_processes
         .then(|| Box::new(PidfdKiller::new(&args.capture.proc_root)) as Box<dyn ProcessKiller>);

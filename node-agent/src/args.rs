@@ -30,6 +30,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start and moved into its mode; boxing would buy nothing"
+)]
 pub enum Command {
     /// Print what runs on this host, one line per event, then a summary per cgroup.
     /// Needs no Kubernetes: try herdwatch on any Linux host (as root).
@@ -154,6 +158,12 @@ pub struct RunArgs {
     #[arg(long, env = "HERDWATCH_KILL_PROCESSES", default_value_t = true, action = clap::ArgAction::Set)]
     pub kill_processes: bool,
 
+    /// More namespaces where processes are never killed, comma-separated (kube-system and
+    /// this pod's namespace always are). The chart passes the operator's list here too, so
+    /// that the agent spares the namespaces where the operator never evicts.
+    #[arg(long, env = "HERDWATCH_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    pub protected_namespaces: Vec<String>,
+
     /// Learn and judge only pods of the namespaces this label selector picks, in the form
     /// `kubectl -l` takes (e.g. `env=prod,team in (a,b)`). Empty: every namespace.
     #[arg(long, env = "HERDWATCH_NAMESPACE_SELECTOR", default_value = "", value_parser = parse_selector_arg)]
@@ -264,6 +274,7 @@ mod tests {
         assert!(r.kill_processes);
         assert_eq!(r.host_root, PathBuf::from("/proc/1/root"));
         assert_eq!(r.namespace_selector, LabelSelector::default());
+        assert!(r.protected_namespaces.is_empty());
         let cli = Cli::try_parse_from([
             "herdwatch-agent",
             "run",
@@ -273,12 +284,15 @@ mod tests {
             "2s",
             "--namespace-selector",
             "herdwatch.dev/agent-test=yes",
+            "--protected-namespaces",
+            "payments,ledger",
         ])
         .unwrap();
         let Command::Run(r) = cli.command else {
             panic!("not run")
         };
         assert!(!r.kill_processes);
+        assert_eq!(r.protected_namespaces, ["payments", "ledger"]);
         assert_eq!(r.publish_interval, Duration::from_secs(2));
         assert_eq!(
             r.namespace_selector

@@ -267,7 +267,9 @@ impl Metrics {
         let r = Registry::new();
         // The standard process_* series (CPU seconds, resident memory, open fds), which
         // the dashboard's CPU and memory panels and users' generic alerts read.
-        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let failures_vec = IntCounterVec::new(
             Opts::new(
                 "herdwatch_agent_attribution_failures_total",

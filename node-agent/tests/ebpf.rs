@@ -1026,4 +1026,161 @@ fn a_full_ring_buffer_does_not_stop_the_killing() {
     assert!(lost > lost_before, "the ring buffer was not full");
     assert!(killed_by_sigkill(status), "{status}");
     assert!(!script.ran());
+
+    // Names in the arguments are read there too.
+    let named = TestCgroup::new("named-full");
+    let by_name = ExecRules {
+        deny_names: [b"herdwatch-denied".to_vec()].into(),
+        ..ExecRules::default()
+    };
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([
+            (enforced.id, allow_only(&[&truth])),
+            (named.id, Arc::new(by_name)),
+        ]),
+    );
+    let status = bash_status(
+        &named,
+        "exec -a herdwatch-denied /proc/self/exe -c 'exit 0'",
+    );
+    let lost_after = h.capture.lost_counts().expect("lost counts")[EventKind::Exec as usize];
+    assert!(lost_after > lost, "the ring buffer is still full");
+    assert!(
+        killed_by_sigkill(status),
+        "run as herdwatch-denied: {status}"
+    );
+}
+
+/// Runs `bash -c script` in `cgroup` and returns how it ended.
+fn bash_status(cgroup: &TestCgroup, script: &str) -> std::process::ExitStatus {
+    let bash = real_path("/bin/bash");
+    cgroup
+        .command(&bash, &["-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("starting {bash} -c {script:?}: {e}"))
+}
+
+/// The exec of `filename` whose `argv[0]` is `argv0`, if the capture saw one, and whether
+/// the kernel flagged it as killed.
+fn flagged(events: &[Event], filename: &str, argv0: &str) -> Option<bool> {
+    execs(events)
+        .find(|e| e.filename() == filename.as_bytes() && e.argv().next() == Some(argv0.as_bytes()))
+        .map(|e| e.killed_in_kernel())
+}
+
+#[test]
+fn a_name_denied_as_argv0_dies_whatever_path_runs_it() {
+    // busybox runs its `wget` applet as execve("/proc/self/exe", ["wget", ...]): the path
+    // says nothing, argv[0] names the program. bash's `exec -a` does the same.
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("argv0");
+    let mut enforcer = KernelEnforcer::new();
+    let rules = ExecRules {
+        deny_names: [b"herdwatch-denied".to_vec()].into(),
+        ..ExecRules::default()
+    };
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(cgroup.id, Arc::new(rules))]),
+    );
+
+    for argv0 in ["herdwatch-denied", "/opt/tools/herdwatch-denied"] {
+        let status = bash_status(
+            &cgroup,
+            &format!("exec -a {argv0} /proc/self/exe -c 'exit 0'"),
+        );
+        assert!(
+            killed_by_sigkill(status),
+            "/proc/self/exe run as {argv0}: {status}"
+        );
+    }
+    for argv0 in ["herdwatch-denied-not", "herdwatch"] {
+        let status = bash_status(
+            &cgroup,
+            &format!("exec -a {argv0} /proc/self/exe -c 'exit 0'"),
+        );
+        assert!(status.success(), "/proc/self/exe run as {argv0}: {status}");
+    }
+    h.wait_for(
+        &cgroup,
+        "the execs of /proc/self/exe, the denied ones flagged",
+        |events| {
+            let exe = "/proc/self/exe";
+            flagged(events, exe, "herdwatch-denied") == Some(true)
+                && flagged(events, exe, "/opt/tools/herdwatch-denied") == Some(true)
+                && flagged(events, exe, "herdwatch-denied-not") == Some(false)
+                && flagged(events, exe, "herdwatch") == Some(false)
+        },
+    );
+    assert_eq!(enforcer.stats().write_errors, 0);
+}
+
+#[test]
+fn a_multi_call_binary_dies_as_a_denied_applet_and_nothing_else_does() {
+    // A link named busybox to bash: the kernel sees the path of the link, as it sees
+    // /bin/busybox when /bin/sh links to it.
+    let dir = std::env::temp_dir().join(format!("herdwatch-multi-call-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("creating a temporary directory");
+    let busybox = dir.join("busybox");
+    std::os::unix::fs::symlink(real_path("/bin/bash"), &busybox).expect("linking busybox");
+    let busybox = busybox.to_str().expect("UTF-8").to_owned();
+
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("applet");
+    let mut enforcer = KernelEnforcer::new();
+    let rules = ExecRules {
+        deny_applets: [b"sh".to_vec()].into(),
+        ..ExecRules::default()
+    };
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(cgroup.id, Arc::new(rules))]),
+    );
+
+    let cases = [
+        // (script, argv[0] the exec shows, killed)
+        (
+            format!("exec -a sh {busybox} -c 'exit 0'"),
+            busybox.as_str(),
+            "sh",
+            true,
+        ),
+        (
+            format!("exec -a busybox {busybox} sh"),
+            busybox.as_str(),
+            "busybox",
+            true,
+        ),
+        (
+            format!("exec -a /bin/busybox {busybox} -c 'exit 0'"),
+            busybox.as_str(),
+            "/bin/busybox",
+            false,
+        ),
+        // Not a multi-call binary: argv[0] alone does not make a shell.
+        (
+            "exec -a sh /proc/self/exe -c 'exit 0'".to_owned(),
+            "/proc/self/exe",
+            "sh",
+            false,
+        ),
+    ];
+    for (script, _, _, killed) in &cases {
+        let status = bash_status(&cgroup, script);
+        if *killed {
+            assert!(killed_by_sigkill(status), "{script}: {status}");
+        } else {
+            assert!(status.success(), "{script}: {status}");
+        }
+    }
+    h.wait_for(&cgroup, "the execs, the shells flagged", |events| {
+        cases
+            .iter()
+            .all(|(_, exe, argv0, killed)| flagged(events, exe, argv0) == Some(*killed))
+    });
+    let _ = fs::remove_dir_all(&dir);
 }

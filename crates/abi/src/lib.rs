@@ -413,8 +413,21 @@ const _: () = assert!(offset_of!(ExeKey, generation) == 16);
 
 /// [`ExeVerdict::bits`]: on the allow list.
 pub const EXE_ALLOWED: u32 = 1;
-/// [`ExeVerdict::bits`]: denied.
+/// [`ExeVerdict::bits`]: denied (a path key: that path; a name key: an executable of that
+/// name in any directory).
 pub const EXE_DENIED: u32 = 2;
+/// [`ExeVerdict::bits`] of an [`EXE_KEY_NAME`] key: also denied when it is the last
+/// component of `argv[0]`, which is how a program run under another path shows its name
+/// (busybox runs its `wget` applet as `execve("/proc/self/exe", ["wget", ...])`).
+pub const EXE_DENIED_ARGV0: u32 = 4;
+/// [`ExeVerdict::bits`] of an [`EXE_KEY_NAME`] key: also denied when it is the applet a
+/// multi-call binary is asked to be (see [`EXE_MULTI_CALL`]).
+pub const EXE_DENIED_APPLET: u32 = 8;
+/// [`ExeVerdict::bits`] of an [`EXE_KEY_NAME`] key: the name of a multi-call binary
+/// (busybox, toybox). When the executable has such a name, its applet is the last component
+/// of `argv[0]`, or of `argv[1]` when `argv[0]` names a multi-call binary too
+/// (`busybox sh`).
+pub const EXE_MULTI_CALL: u32 = 16;
 
 /// Value of the [`EXE_RULES_MAP`].
 #[repr(C)]
@@ -479,6 +492,129 @@ pub fn exe_hashes(path: &[u8; MAX_PATH], len: usize) -> ExeHashes {
     }
 }
 
+/// The last components of `argv[0]` and `argv[1]` of an exec record's argv block, hashed as
+/// [`exe_hashes`] hashes the executable's name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgvNames {
+    /// How many of the two arguments end (with their NUL) inside the block: 0, 1 or 2. An
+    /// argument cut by the end of the block is not reported: its name is not known.
+    pub complete: u8,
+    pub argv0: u64,
+    pub argv0_len: u16,
+    pub argv1: u64,
+    pub argv1_len: u16,
+}
+
+/// 1 when `x` is 0, else 0 (for `x` below 2^63), without a comparison.
+#[inline(always)]
+fn is_zero(x: u64) -> u64 {
+    x.wrapping_sub(1) >> 63
+}
+
+/// `if bit { new } else { old }` for a `bit` of 0 or 1, without a branch. The mask is made
+/// opaque to the optimiser, which would otherwise turn the merge back into a select, which
+/// the BPF backend compiles to a branch.
+#[inline(always)]
+fn choose(bit: u64, new: u64, old: u64) -> u64 {
+    let mask = core::hint::black_box(0u64.wrapping_sub(bit));
+    (new & mask) | (old & !mask)
+}
+
+/// [`ArgvNames`] one byte at a time, with no branch on the byte's value: the eBPF verifier
+/// walks a loop once per path through it, and a branch per byte (slash, NUL, first or
+/// second argument) multiplied the paths of the exec program beyond the verifier's budget
+/// of a million instructions. Without them the program verifies in about a third of it
+/// (kernel 6.18), growing linearly with `MAX_ARGV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgvScan {
+    name: u64,
+    name_len: u64,
+    /// NULs seen: arguments ended.
+    ended: u64,
+    argv0: u64,
+    argv0_len: u64,
+    argv1: u64,
+    argv1_len: u64,
+}
+
+impl Default for ArgvScan {
+    fn default() -> Self {
+        ArgvScan::new()
+    }
+}
+
+impl ArgvScan {
+    pub const fn new() -> Self {
+        ArgvScan {
+            name: FNV_OFFSET,
+            name_len: 0,
+            ended: 0,
+            argv0: 0,
+            argv0_len: 0,
+            argv1: 0,
+            argv1_len: 0,
+        }
+    }
+
+    /// Takes the next byte of the block.
+    #[inline(always)]
+    pub fn push(&mut self, byte: u8) {
+        // Opaque, so that the optimiser does not turn the arithmetic below into compares.
+        let byte = core::hint::black_box(byte as u64);
+        let ended = core::hint::black_box(self.ended);
+        let nul = is_zero(byte);
+        let slash = is_zero(byte ^ b'/' as u64);
+        let ends_argv0 = nul & is_zero(ended);
+        let ends_argv1 = nul & is_zero(ended ^ 1);
+        self.argv0 = choose(ends_argv0, self.name, self.argv0);
+        self.argv0_len = choose(ends_argv0, self.name_len, self.argv0_len);
+        self.argv1 = choose(ends_argv1, self.name, self.argv1);
+        self.argv1_len = choose(ends_argv1, self.name_len, self.argv1_len);
+        self.ended = ended + nul;
+        // A NUL starts the next argument, a slash the next component: the name restarts.
+        let restart = nul | slash;
+        self.name = choose(
+            restart,
+            FNV_OFFSET,
+            (self.name ^ byte).wrapping_mul(FNV_PRIME),
+        );
+        self.name_len = choose(restart, 0, self.name_len + 1);
+    }
+
+    /// Both names are known: the rest of the block does not matter.
+    #[inline(always)]
+    pub fn done(&self) -> bool {
+        self.ended >= 2
+    }
+
+    #[inline(always)]
+    pub fn names(&self) -> ArgvNames {
+        ArgvNames {
+            complete: self.ended.min(2) as u8,
+            argv0: self.argv0,
+            argv0_len: self.argv0_len as u16,
+            argv1: self.argv1,
+            argv1_len: self.argv1_len as u16,
+        }
+    }
+}
+
+/// [`ArgvNames`] of the first `len` bytes of `argv`, a NUL-separated argument block as the
+/// exec record carries it (`len` = `argv_len`). Agrees with how the agent splits that
+/// block: `argv[0]` is what precedes the first NUL, `argv[1]` what lies between the first
+/// and the second.
+#[inline(always)]
+pub fn argv_names(argv: &[u8; MAX_ARGV], len: usize) -> ArgvNames {
+    let mut scan = ArgvScan::new();
+    let mut i = 0;
+    // Bounded by MAX_ARGV for the verifier, as in `exe_hashes`.
+    while i < MAX_ARGV && i < len && !scan.done() {
+        scan.push(argv[i]);
+        i += 1;
+    }
+    scan.names()
+}
+
 impl ExeHashes {
     /// The hashes the kernel computes for an exec of the path `bytes`, or `None` when the
     /// kernel cannot report that path whole (more than `MAX_PATH - 1` bytes, or a NUL in
@@ -540,6 +676,53 @@ mod tests {
         );
         record[4] = 0;
         assert_eq!(exe_hashes(&record, 9), ExeHashes::of(b"/bin").unwrap());
+    }
+
+    fn block(bytes: &[u8]) -> [u8; MAX_ARGV] {
+        let mut argv = [0u8; MAX_ARGV];
+        argv[..bytes.len()].copy_from_slice(bytes);
+        argv
+    }
+
+    fn name(bytes: &[u8]) -> (u64, u16) {
+        let h = ExeHashes::of(bytes).unwrap();
+        (h.name, h.name_len)
+    }
+
+    #[test]
+    fn argv_names_are_the_last_components_of_the_first_two_arguments() {
+        let raw = b"/usr/bin/busybox\0sh\0-c\0id\0";
+        let n = argv_names(&block(raw), raw.len());
+        assert_eq!(n.complete, 2);
+        assert_eq!((n.argv0, n.argv0_len), name(b"busybox"));
+        assert_eq!((n.argv1, n.argv1_len), name(b"sh"));
+
+        let raw = b"wget\0";
+        let n = argv_names(&block(raw), raw.len());
+        assert_eq!(n.complete, 1);
+        assert_eq!((n.argv0, n.argv0_len), name(b"wget"));
+    }
+
+    #[test]
+    fn an_argument_cut_by_the_end_of_the_block_has_no_name() {
+        // The length ends the block before the NUL that follows in the array.
+        let n = argv_names(&block(b"wget\0-q\0"), 6);
+        assert_eq!(n.complete, 1, "-q is cut");
+        let n = argv_names(&block(b"wget"), 4);
+        assert_eq!(n.complete, 0);
+        let full = [b'a'; MAX_ARGV];
+        assert_eq!(argv_names(&full, MAX_ARGV).complete, 0);
+        assert_eq!(argv_names(&block(b""), 0).complete, 0);
+    }
+
+    #[test]
+    fn empty_arguments_and_trailing_slashes_have_empty_names() {
+        let raw = b"\0sh\0";
+        let n = argv_names(&block(raw), raw.len());
+        assert_eq!((n.complete, n.argv0_len), (2, 0));
+        assert_eq!((n.argv1, n.argv1_len), name(b"sh"));
+        let raw = b"/bin/\0";
+        assert_eq!(argv_names(&block(raw), raw.len()).argv0_len, 0);
     }
 
     #[test]

@@ -291,6 +291,7 @@ pub fn violation() -> BehaviorViolation {
             last_seen: to_time(Timestamp(T0 + 90_060)),
             action: ResponseAction::Kill,
             process_killed: true,
+            process_killed_by: Some(KilledBy::Kernel),
             process_kill_error: None,
         },
     );

@@ -38,6 +38,19 @@ pub enum EventKind {
     Setuid,
 }
 
+/// Who killed the offending process, the last time one was killed: Kernel at its exec,
+/// before it ran, or Agent from user space once the event was judged. Absent when no
+/// process was killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum KilledBy {
+    /// The agent's exec tracepoint in the kernel, before the program ran a single
+    /// instruction of its own.
+    Kernel,
+    /// The agent from user space, once it had judged the event: the program may have run
+    /// for a moment.
+    Agent,
+}
+
 /// The event that broke the rule.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -185,9 +198,14 @@ pub struct BehaviorViolationSpec {
     pub last_seen: Time,
     /// The response the rule asked for.
     pub action: ResponseAction,
-    /// Whether the agent killed the process in the kernel.
+    /// Whether the agent killed the offending process (see processKilledBy).
     #[serde(default)]
     pub process_killed: bool,
+    /// Who killed it, the last time one was killed: `Kernel` at its exec, before it ran, or
+    /// `Agent` from user space once the event was judged. Absent when no process was
+    /// killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_killed_by: Option<KilledBy>,
     /// Why the kill the rule asked for failed (the process had already exited, or its pid
     /// belonged to another process by then); absent when it succeeded or was not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

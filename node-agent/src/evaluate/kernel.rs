@@ -2,9 +2,10 @@
 //! executables, and keeping the kernel's maps equal to that.
 //!
 //! The exec program (node-agent-ebpf `process.rs`) can decide one thing alone, before the
-//! new program runs a single instruction: whether its executable's path, or the last
-//! component of it, is on its cgroup's allow list or deny list; if it must die, it sends
-//! SIGKILL right there and flags the exec event. Everything else (argument patterns, user
+//! new program runs a single instruction: whether its executable's path, the last
+//! component of it, or the names its first arguments give it, are on its cgroup's allow
+//! list or deny list; if it must die, it sends SIGKILL right there and flags the exec
+//! event. Everything else (argument patterns, user
 //! ids, the image's layers, exec sessions, network, files, syscalls) stays with the
 //! evaluator in user space, which also kills from there (through a pidfd) what the kernel
 //! let through. So the kernel's kills must be a subset of what the evaluator would kill for
@@ -17,7 +18,10 @@
 //!   it through and the evaluator judges the uid and arguments. A profile with an entry the
 //!   kernel cannot match exactly (a pattern) gets no allow list at all;
 //! - a deny list comes from the `Binaries` and `Shells` rules with `killProcess` of the
-//!   non-dry-run policies that select the pod ([`add_policy_denies`]);
+//!   non-dry-run policies that select the pod ([`add_policy_denies`]), with the policy
+//!   matcher's reading of names: a `Binaries` name matches the executable's last
+//!   component or `argv[0]`'s; a shell is an executable named like one, or the applet a
+//!   multi-call binary is asked to be (`argv[0]`, or `argv[1]` after `busybox`);
 //! - only containers of pods the agent has attributed, in its namespace scope and outside
 //!   the protected namespaces, get either.
 //!
@@ -33,7 +37,7 @@ use std::sync::Arc;
 
 use herdwatch_abi::{
     Enforcement, ExeHashes, ExeKey, ExeVerdict, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXE_ALLOWED,
-    EXE_DENIED, EXE_KEY_NAME, EXE_KEY_PATH,
+    EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL,
 };
 use herdwatch_model::pattern::{glob_match, is_glob};
 use herdwatch_model::policy::{ClusterPolicy, Deny, SHELLS};
@@ -42,12 +46,21 @@ use tracing::{info, warn};
 
 use crate::capture::ExecRuleMaps;
 
+/// Multi-call binaries whose applet is named by their arguments, as the policy matcher
+/// knows them (`herdwatch_model::policy::is_shell`; the test
+/// `multi_call_names_are_the_policy_matchers` keeps the two lists together).
+pub const MULTI_CALL: &[&str] = &["busybox", "toybox"];
+
 /// Namespaces where processes are never killed whatever the agent is told: the same
-/// rule the operator applies to evictions (kube-system and herdwatch's own namespace).
-pub fn protected_namespaces(own_namespace: &str) -> Vec<String> {
+/// rule the operator applies to evictions: kube-system, herdwatch's own namespace, and
+/// the `extra` ones the operator is given too (`--protected-namespaces`).
+pub fn protected_namespaces(own_namespace: &str, extra: &[String]) -> Vec<String> {
     let mut protected = vec!["kube-system".to_owned()];
-    if !own_namespace.is_empty() && own_namespace != "kube-system" {
-        protected.push(own_namespace.to_owned());
+    let wanted = std::iter::once(own_namespace).chain(extra.iter().map(String::as_str));
+    for ns in wanted.map(str::trim) {
+        if !ns.is_empty() && !protected.iter().any(|p| p == ns) {
+            protected.push(ns.to_owned());
+        }
     }
     protected
 }
@@ -124,14 +137,24 @@ pub struct ExecRules {
     pub allow: Option<Arc<BTreeSet<Vec<u8>>>>,
     /// Exact paths denied.
     pub deny_paths: BTreeSet<Vec<u8>>,
-    /// Last path components denied (`wget`, the shells), whatever directory they are in.
+    /// Names denied (`wget`): as the executable's last component, whatever directory it is
+    /// in, or as `argv[0]`'s (busybox's `wget` runs as `/proc/self/exe` named `wget`).
     pub deny_names: BTreeSet<Vec<u8>>,
+    /// Names denied as the executable's last component or as the applet a [`MULTI_CALL`]
+    /// binary is asked to be (the shells: `/bin/sh` → busybox with `argv[0]` `sh`, or
+    /// `busybox sh`). Not as `argv[0]` of any other program: the policy matcher does not
+    /// take `exec -a sh /usr/bin/python3` for a shell.
+    pub deny_applets: BTreeSet<Vec<u8>>,
 }
 
 impl ExecRules {
     /// Nothing for the kernel to judge: the cgroup needs no entry.
     pub fn is_empty(&self) -> bool {
-        self.allow.is_none() && self.deny_paths.is_empty() && self.deny_names.is_empty()
+        self.allow.is_none() && !self.denies()
+    }
+
+    fn denies(&self) -> bool {
+        !self.deny_paths.is_empty() || !self.deny_names.is_empty() || !self.deny_applets.is_empty()
     }
 
     /// The `ENFORCE_*` bits of the cgroup's entry.
@@ -140,7 +163,7 @@ impl ExecRules {
         if self.allow.is_some() {
             flags |= ENFORCE_ALLOW_LIST;
         }
-        if !self.deny_paths.is_empty() || !self.deny_names.is_empty() {
+        if self.denies() {
             flags |= ENFORCE_DENY_LIST;
         }
         flags
@@ -174,7 +197,15 @@ impl ExecRules {
             add(path, EXE_KEY_PATH, EXE_DENIED);
         }
         for name in &self.deny_names {
-            add(name, EXE_KEY_NAME, EXE_DENIED);
+            add(name, EXE_KEY_NAME, EXE_DENIED | EXE_DENIED_ARGV0);
+        }
+        for name in &self.deny_applets {
+            add(name, EXE_KEY_NAME, EXE_DENIED | EXE_DENIED_APPLET);
+        }
+        if !self.deny_applets.is_empty() {
+            for name in MULTI_CALL {
+                add(name.as_bytes(), EXE_KEY_NAME, EXE_MULTI_CALL);
+            }
         }
         out
     }
@@ -187,11 +218,9 @@ pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut Ex
         if !rule.kill_process || rule.exceptions.containers.iter().any(|c| c == container) {
             continue;
         }
-        let names: Vec<&str> = match &rule.deny {
-            Deny::Binaries(names) => names.iter().map(String::as_str).collect(),
-            // The executable's name only: `busybox sh` (a shell named in the arguments) is
-            // left to the evaluator.
-            Deny::Shells => SHELLS.to_vec(),
+        let (names, as_applets): (Vec<&str>, bool) = match &rule.deny {
+            Deny::Binaries(names) => (names.iter().map(String::as_str).collect(), false),
+            Deny::Shells => (SHELLS.to_vec(), true),
             // Image layers, uids, exec sessions and peers are not in the exec path.
             Deny::Drift | Deny::Root | Deny::ExecSessions | Deny::EgressOutside(_) => continue,
         };
@@ -208,12 +237,16 @@ pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut Ex
                 }
                 rules.deny_paths.insert(name.as_bytes().to_vec());
             } else if exceptions.is_empty() {
-                // A name matches the executable's last component, in any directory. An
-                // exception (a pattern over whole paths) may cover some of those
-                // directories, which the kernel cannot tell: then the evaluator decides.
-                // (The evaluator also matches the name against argv[0]; the kernel does
-                // not read argv for this, so those are killed from user space.)
-                rules.deny_names.insert(name.as_bytes().to_vec());
+                // A name matches the executable's last component, in any directory, or a
+                // name the arguments give it. An exception (a pattern over whole paths)
+                // may cover some of those directories, which the kernel cannot tell: then
+                // the evaluator decides.
+                let name = name.as_bytes().to_vec();
+                if as_applets {
+                    rules.deny_applets.insert(name);
+                } else {
+                    rules.deny_names.insert(name);
+                }
             }
         }
     }
@@ -377,9 +410,11 @@ impl KernelEnforcer {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use herdwatch_abi::{argv_names, MAX_ARGV};
     use herdwatch_model::behavior::{Entry, ProcessRule, Rules};
+    use herdwatch_model::event::{Event, Process};
     use herdwatch_model::pattern::ArgvPattern;
-    use herdwatch_model::policy::{Exceptions, PolicyRule};
+    use herdwatch_model::policy::{is_shell, Exceptions, PolicyRule};
     use herdwatch_model::response::ResponseAction;
     use std::io;
 
@@ -414,12 +449,26 @@ pub(crate) mod tests {
     }
 
     impl MemMaps {
-        /// What the exec program decides for `path` in `cgroup_id` (its logic, in Rust).
+        /// What the exec program decides for `path` run with no arguments in `cgroup_id`.
         pub(crate) fn kills(&self, cgroup_id: u64, path: &[u8]) -> bool {
+            self.kills_run(cgroup_id, path, &[])
+        }
+
+        /// What the exec program decides for `path` run with `argv` in `cgroup_id` (its
+        /// logic, in Rust, on the argv block the kernel reads).
+        pub(crate) fn kills_run(&self, cgroup_id: u64, path: &[u8], argv: &[&str]) -> bool {
             let Some(e) = self.enforce.get(&cgroup_id) else {
                 return false;
             };
             let h = ExeHashes::of(path).unwrap();
+            let mut block = [0u8; MAX_ARGV];
+            let mut len = 0;
+            for arg in argv {
+                let end = (len + arg.len() + 1).min(MAX_ARGV);
+                block[len..end - 1].copy_from_slice(&arg.as_bytes()[..end - 1 - len]);
+                len = end;
+            }
+            let names = argv_names(&block, len);
             let bits = |hash, len, kind| {
                 self.rules
                     .get(&ExeKey {
@@ -434,7 +483,24 @@ pub(crate) mod tests {
             };
             let by_path = bits(h.path, h.path_len, EXE_KEY_PATH);
             let by_name = bits(h.name, h.name_len, EXE_KEY_NAME);
-            (e.flags & ENFORCE_DENY_LIST != 0 && (by_path | by_name) & EXE_DENIED != 0)
+            let argv0 = if names.complete >= 1 {
+                bits(names.argv0, names.argv0_len, EXE_KEY_NAME)
+            } else {
+                0
+            };
+            let argv1 = if names.complete >= 2 {
+                bits(names.argv1, names.argv1_len, EXE_KEY_NAME)
+            } else {
+                0
+            };
+            let applet = if argv0 & EXE_MULTI_CALL != 0 {
+                argv1
+            } else {
+                argv0
+            };
+            let by_argv = argv0 & EXE_DENIED_ARGV0 != 0
+                || (by_name & EXE_MULTI_CALL != 0 && applet & EXE_DENIED_APPLET != 0);
+            (e.flags & ENFORCE_DENY_LIST != 0 && ((by_path | by_name) & EXE_DENIED != 0 || by_argv))
                 || (e.flags & ENFORCE_ALLOW_LIST != 0 && by_path & EXE_ALLOWED == 0)
         }
     }
@@ -554,8 +620,158 @@ pub(crate) mod tests {
             "app",
             &mut shells,
         );
-        assert_eq!(shells.deny_names.len(), SHELLS.len());
-        assert!(shells.deny_names.contains(b"bash".as_slice()));
+        assert!(shells.deny_names.is_empty());
+        assert_eq!(shells.deny_applets.len(), SHELLS.len());
+        assert!(shells.deny_applets.contains(b"bash".as_slice()));
+        assert_eq!(shells.flags(), ENFORCE_DENY_LIST);
+    }
+
+    fn run(exe: &str, argv: &[&str]) -> (String, Vec<String>) {
+        (exe.to_owned(), argv.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// Execs whose verdict turns on their arguments: busybox applets, `exec -a`, paths in
+    /// `argv[0]`, and near misses.
+    fn runs() -> Vec<(String, Vec<String>)> {
+        vec![
+            run("/proc/self/exe", &["wget", "-q", "http://x/"]),
+            run("/proc/self/exe", &["/usr/bin/wget"]),
+            run("/proc/self/exe", &["wgetx"]),
+            run("/proc/self/exe", &["sh", "-c", "id"]),
+            run("/usr/bin/wget", &["fetch"]),
+            run("/usr/bin/python3", &["wget"]),
+            run("/usr/bin/python3", &["sh"]),
+            run("/usr/bin/python3", &["busybox", "sh"]),
+            run("/bin/busybox", &["sh", "-c", "id"]),
+            run("/bin/busybox", &["/bin/ash"]),
+            run("/bin/busybox", &["busybox", "sh"]),
+            run("/bin/toybox", &["toybox", "bash"]),
+            run("/bin/busybox", &["busybox", "ls"]),
+            run("/bin/busybox", &["busybox", "wget"]),
+            run("/bin/busybox", &["busybox"]),
+            run("/bin/busybox", &["ls", "-l"]),
+            run("/bin/busybox", &["wget"]),
+            run("/bin/busybox", &[]),
+            run("/bin/bash", &[]),
+            run("/bin/true", &["", "sh"]),
+            run("/opt/busybox", &["", "sh"]),
+        ]
+    }
+
+    #[test]
+    fn the_kernel_reads_names_in_the_arguments_as_the_policy_matcher_does() {
+        let p = policy(vec![
+            rule(
+                "fetchers",
+                Deny::Binaries(vec!["wget".into(), "curl".into()]),
+                true,
+                Exceptions::default(),
+            ),
+            rule("shells", Deny::Shells, true, Exceptions::default()),
+        ]);
+        let mut r = ExecRules::default();
+        add_policy_denies(&p, "app", &mut r);
+        let mut maps = MemMaps::default();
+        KernelEnforcer::new().sync(&mut maps, &BTreeMap::from([(10, Arc::new(r))]));
+
+        let mut killed = Vec::new();
+        for (exe, argv) in runs() {
+            let mut found = Vec::new();
+            p.check(
+                "app",
+                &Event::exec(Process {
+                    exe: &exe,
+                    argv: &argv,
+                    uid: 1000,
+                    exec_session: false,
+                    in_image: Some(true),
+                }),
+                &mut found,
+            );
+            let model_kills = found.iter().any(|v| v.kill_process);
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let kernel_kills = maps.kills_run(10, exe.as_bytes(), &args);
+            assert_eq!(
+                kernel_kills, model_kills,
+                "{exe} {argv:?}: the kernel and the policy matcher disagree"
+            );
+            if kernel_kills {
+                killed.push(format!("{exe} {}", argv.join(" ")));
+            }
+        }
+        // The cases that show the reading, so that the comparison cannot pass on nothing.
+        for expected in [
+            "/proc/self/exe wget -q http://x/",
+            "/proc/self/exe /usr/bin/wget",
+            "/usr/bin/python3 wget",
+            "/bin/busybox sh -c id",
+            "/bin/busybox busybox sh",
+            "/bin/toybox toybox bash",
+        ] {
+            assert!(
+                killed.iter().any(|k| k == expected),
+                "{expected}: {killed:?}"
+            );
+        }
+        for spared in [
+            "/proc/self/exe wgetx",
+            "/proc/self/exe sh -c id",
+            "/usr/bin/python3 sh",
+            "/bin/busybox busybox ls",
+            "/bin/busybox ls -l",
+        ] {
+            assert!(!killed.iter().any(|k| k == spared), "{spared}: {killed:?}");
+        }
+    }
+
+    #[test]
+    fn multi_call_names_are_the_policy_matchers() {
+        let argv = vec!["sh".to_owned()];
+        let is_shell_exe = |exe: &str| {
+            is_shell(&Process {
+                exe,
+                argv: &argv,
+                uid: 1000,
+                exec_session: false,
+                in_image: Some(true),
+            })
+        };
+        for name in MULTI_CALL {
+            assert!(
+                is_shell_exe(&format!("/bin/{name}")),
+                "{name} runs its applet sh"
+            );
+        }
+        assert!(!is_shell_exe("/bin/multicall"));
+    }
+
+    #[test]
+    fn argument_names_are_written_only_for_rules_that_read_them() {
+        let name_key = |maps: &MemMaps, name: &str| {
+            let h = ExeHashes::of(name.as_bytes()).unwrap();
+            maps.rules
+                .iter()
+                .find(|(k, _)| k.kind == EXE_KEY_NAME && k.hash == h.name)
+                .map_or(0, |(_, v)| v.bits)
+        };
+        let mut maps = MemMaps::default();
+        let wanted = BTreeMap::from([(10, rules(None, &["wget"]))]);
+        KernelEnforcer::new().sync(&mut maps, &wanted);
+        assert_eq!(name_key(&maps, "wget"), EXE_DENIED | EXE_DENIED_ARGV0);
+        assert_eq!(
+            name_key(&maps, "busybox"),
+            0,
+            "no shells denied: no multi-call keys"
+        );
+        let mut maps = MemMaps::default();
+        let shells = ExecRules {
+            deny_applets: [b"sh".to_vec()].into(),
+            ..ExecRules::default()
+        };
+        KernelEnforcer::new().sync(&mut maps, &BTreeMap::from([(10, Arc::new(shells))]));
+        assert_eq!(name_key(&maps, "sh"), EXE_DENIED | EXE_DENIED_APPLET);
+        assert_eq!(name_key(&maps, "busybox"), EXE_MULTI_CALL);
+        assert_eq!(maps.enforce[&10].flags, ENFORCE_DENY_LIST);
     }
 
     #[test]
@@ -592,6 +808,7 @@ pub(crate) mod tests {
             allow: allow.map(paths),
             deny_paths: BTreeSet::new(),
             deny_names: deny_names.iter().map(|n| n.as_bytes().to_vec()).collect(),
+            ..ExecRules::default()
         })
     }
 
@@ -700,11 +917,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn protected_namespaces_are_kube_system_and_herdwatchs_own() {
+    fn protected_namespaces_are_kube_system_herdwatchs_own_and_the_extra_ones() {
         assert_eq!(
-            protected_namespaces("herdwatch"),
+            protected_namespaces("herdwatch", &[]),
             ["kube-system", "herdwatch"]
         );
-        assert_eq!(protected_namespaces("kube-system"), ["kube-system"]);
+        assert_eq!(protected_namespaces("kube-system", &[]), ["kube-system"]);
+        let extra = [
+            " payments ".to_owned(),
+            String::new(),
+            "herdwatch".to_owned(),
+        ];
+        assert_eq!(
+            protected_namespaces("herdwatch", &extra),
+            ["kube-system", "herdwatch", "payments"]
+        );
     }
 }

@@ -31,8 +31,8 @@ use herdwatch_api::common::{FileAccess, Protocol as ApiProtocol, ResponseAction 
 use herdwatch_api::convert::{access_from_model, to_time};
 use herdwatch_api::observation::NODE_LABEL;
 use herdwatch_api::violation::{
-    Ancestor, BehaviorViolationSpec, EventKind as ApiEventKind, RuleSource, ViolationEvent,
-    WorkloadRef,
+    Ancestor, BehaviorViolationSpec, EventKind as ApiEventKind, KilledBy, RuleSource,
+    ViolationEvent, WorkloadRef,
 };
 use herdwatch_api::BehaviorViolation;
 use herdwatch_model::net::Protocol;
@@ -198,6 +198,15 @@ impl KillOutcome {
             KillOutcome::Failed(_) => "failed",
         }
     }
+
+    /// Who killed the process, when it was killed.
+    fn killed_by(&self) -> Option<KilledBy> {
+        match self {
+            KillOutcome::Killed => Some(KilledBy::Agent),
+            KillOutcome::KilledInKernel => Some(KilledBy::Kernel),
+            KillOutcome::NotAsked | KillOutcome::Failed(_) => None,
+        }
+    }
 }
 
 /// The record key of a finding.
@@ -260,7 +269,8 @@ pub fn build_record(
         first_seen: to_time(now),
         last_seen: to_time(now),
         action: api_action(finding.action),
-        process_killed: matches!(kill, KillOutcome::Killed | KillOutcome::KilledInKernel),
+        process_killed: kill.killed_by().is_some(),
+        process_killed_by: kill.killed_by(),
         process_kill_error: match kill {
             KillOutcome::Failed(e) => Some(bounded(e, MAX_TEXT)),
             _ => None,
@@ -285,7 +295,10 @@ fn note_repeat(v: &mut BehaviorViolation, kill: &KillOutcome, now: Timestamp) {
     s.last_seen = to_time(now);
     match kill {
         KillOutcome::NotAsked => {}
-        KillOutcome::Killed | KillOutcome::KilledInKernel => s.process_killed = true,
+        KillOutcome::Killed | KillOutcome::KilledInKernel => {
+            s.process_killed = true;
+            s.process_killed_by = kill.killed_by();
+        }
         KillOutcome::Failed(e) => s.process_kill_error = Some(bounded(e, MAX_TEXT)),
     }
 }
@@ -811,6 +824,7 @@ mod tests {
         let first = rx.try_recv().unwrap();
         assert_eq!(first.spec.count, 1);
         assert!(first.spec.process_killed);
+        assert_eq!(first.spec.process_killed_by, Some(KilledBy::Agent));
         assert_eq!(rx.try_recv().unwrap().spec.source, RuleSource::Profile);
 
         for t in 101..110 {
@@ -923,6 +937,7 @@ mod tests {
         );
         let v = rx.try_recv().unwrap();
         assert!(!v.spec.process_killed);
+        assert_eq!(v.spec.process_killed_by, None);
         assert_eq!(
             v.spec.process_kill_error.as_deref(),
             Some("process 602 has already exited")
@@ -976,9 +991,31 @@ mod tests {
         );
         let v = rx.try_recv().unwrap();
         assert!(v.spec.process_killed);
+        assert_eq!(v.spec.process_killed_by, Some(KilledBy::Kernel));
         assert_eq!(v.spec.process_kill_error, None);
         assert_eq!(m.kills.with_label_values(&["killed_in_kernel"]).get(), 1);
         assert_eq!(m.kills.with_label_values(&["killed"]).get(), 0);
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["spec"]["processKilledBy"],
+            "Kernel"
+        );
+
+        // A later run the kernel let through (its rules were not written yet) and the
+        // agent killed: the record says who killed last.
+        r.respond(
+            &[finding(Source::Policy { name: "a".into() }, true)],
+            &context(),
+            Timestamp(60),
+        );
+        let key = violation_key(
+            &ctx.pod,
+            &finding(Source::Policy { name: "a".into() }, true),
+        );
+        let record = &r.record(&key).unwrap().spec;
+        assert_eq!(
+            (record.count, record.process_killed_by),
+            (2, Some(KilledBy::Agent))
+        );
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub fn on_top_of(base: &Base, mut ours: BehaviorViolation) -> BehaviorViolation 
         s.last_seen = b.last_seen.clone();
     }
     s.process_killed |= b.process_killed;
+    if s.process_killed_by.is_none() {
+        // This instance has not killed yet: the kill the record holds is the latest.
+        s.process_killed_by = b.process_killed_by;
+    }
     if s.process_kill_error.is_none() {
         s.process_kill_error = b.process_kill_error.clone();
     }
@@ -223,10 +227,14 @@ mod tests {
 
     #[test]
     fn a_restart_continues_the_record_of_the_same_pod() {
+        use herdwatch_api::violation::KilledBy;
+
         let mut before = record(40, 100, 500).spec;
         before.process_killed = true;
+        before.process_killed_by = Some(KilledBy::Kernel);
         before.event.exe = "/first".into();
-        let ours = record(3, 900, 950);
+        let mut ours = record(3, 900, 950);
+        ours.spec.process_killed_by = None;
         let v = on_top_of(&Some(before.clone()), ours.clone());
         assert_eq!(v.spec.count, 43);
         assert_eq!(v.spec.first_seen, to_time(Timestamp(100)));
@@ -236,6 +244,21 @@ mod tests {
             "the first event stays the first"
         );
         assert!(v.spec.process_killed);
+        assert_eq!(
+            v.spec.process_killed_by,
+            Some(KilledBy::Kernel),
+            "who killed is kept until this instance kills"
+        );
+        let mut killed_now = ours.clone();
+        killed_now.spec.process_killed = true;
+        killed_now.spec.process_killed_by = Some(KilledBy::Agent);
+        assert_eq!(
+            on_top_of(&Some(before.clone()), killed_now)
+                .spec
+                .process_killed_by,
+            Some(KilledBy::Agent),
+            "the latest kill wins"
+        );
 
         let mut other_pod = before;
         other_pod.pod_uid = "another".into();
