@@ -69,6 +69,10 @@ check "the chart's CRDs are the generated ones in crds/" test "$crds_ok" = 1
 
 privileged=$(render --set agent.privileged=true)
 check "agent.privileged=true renders privileged: true" has 'privileged: true' "$privileged"
+protected=$(render --set 'operator.protectedNamespaces={payments,vault}' | grep -v '^[[:space:]]*#')
+agent_protected=$(awk '/^kind: DaemonSet/,/^---/' <<<"$protected")
+check "operator.protectedNamespaces reaches the agent too (it never kills there either)" \
+  has 'value: "?payments,vault"?' "$agent_protected"
 
 monitoring=$(render --set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true \
   --set metrics.prometheusRule.enabled=true)
