@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Kernel-side cost of herdwatch: dd bs=512, a getpid loop and an exec storm, each with the
-# eBPF programs detached and attached (and drained), alternated in one run; prints the
-# ratios as a table. Needs root and the eBPF toolchain (scripts/install-ebpf-toolchain.sh).
-# Extra arguments go to the benchmark (see --help), e.g. bench/kernel.sh --rounds 3.
+# Kernel-side cost of herdwatch: 512-byte read+write (the loop of dd bs=512), a getpid loop
+# and an exec storm, with nothing attached, with an empty tp_btf/sys_enter program (the
+# floor any syscall entry hook pays) and with the agent's eBPF programs attached and
+# drained, alternated in one run; then each sys_enter program's own run time by the
+# kernel's BPF statistics. Prints the table README.md quotes. About 5 minutes with the
+# defaults on 2 vCPUs.
+#
+# Needs root and the eBPF toolchain (scripts/install-ebpf-toolchain.sh). Refuses to run
+# while another process holds a program on the syscall tracepoints (a local cluster's
+# herdwatch agent, say), because then nothing is ever "off"; --allow-other-hooks measures
+# anyway and says so in the output. Extra arguments go to the benchmark (see --help), e.g.
+# bench/kernel.sh --rounds 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -25,6 +25,17 @@ mod net;
 mod process;
 mod syscalls;
 
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+
+/// Does nothing, and the agent never loads it: the kernel benchmark
+/// (node-agent/examples/kernel_bench.rs) attaches it alone to measure what a `tp_btf`
+/// program on syscall entry costs before it runs a single instruction, the floor under
+/// [`syscalls::sys_enter`].
+#[btf_tracepoint(function = "sys_enter")]
+pub fn bench_empty_sys_enter(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
