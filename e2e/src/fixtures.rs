@@ -428,17 +428,24 @@ pub async fn wait_violation(
     done: impl Fn(&BehaviorViolation) -> bool,
 ) -> BehaviorViolation {
     wait_until(what, RESPONSE_TIMEOUT, || {
-        let found = violations(env, ns);
-        let done = &done;
-        async move {
-            let vs = found.await?;
-            vs.iter()
-                .find(|v| v.spec.pod == pod && done(v))
-                .cloned()
-                .ok_or_else(|| describe_violations(&vs))
-        }
+        violation_where(env, ns, pod, &done)
     })
     .await
+}
+
+/// The first BehaviorViolation of pod `pod` for which `done` holds; otherwise what the
+/// namespace's records say, for the wait's progress line.
+async fn violation_where(
+    env: &Env,
+    ns: &str,
+    pod: &str,
+    done: &impl Fn(&BehaviorViolation) -> bool,
+) -> Result<BehaviorViolation, String> {
+    let vs = violations(env, ns).await?;
+    vs.iter()
+        .find(|v| v.spec.pod == pod && done(v))
+        .cloned()
+        .ok_or_else(|| describe_violations(&vs))
 }
 
 /// Runs [`intrude`] in `pod` every 5 seconds until a BehaviorViolation of the pod for which
@@ -463,15 +470,7 @@ pub async fn intrude_until_violation(
                 step(format!("  attempt at {}s", started.elapsed().as_secs()));
                 intrude(env, ns, pod, container, url);
             }
-            let found = violations(env, ns);
-            let done = &done;
-            async move {
-                let vs = found.await?;
-                vs.iter()
-                    .find(|v| v.spec.pod == pod && done(v))
-                    .cloned()
-                    .ok_or_else(|| describe_violations(&vs))
-            }
+            violation_where(env, ns, pod, &done)
         },
     )
     .await
