@@ -63,6 +63,23 @@ _t0="${_t0:-$(date +%s)}"
 log() { printf '[herdwatch-cluster %4ss] %s\n' "$(($(date +%s) - _t0))" "$*" >&2; }
 die() { printf '[herdwatch-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# stop_process <name> <pid> <grace-seconds>: SIGTERM, then SIGKILL when the process is still
+# there after the grace period; logs which of the two ended it.
+stop_process() {
+  local name=$1 pid=$2 grace=$3
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((grace * 4))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    log "$name: killed (pid $pid)"
+  else
+    log "$name: stopped (pid $pid)"
+  fi
+}
+
 need_root() {
   [[ $(id -u) -eq 0 ]] || die "this needs root (containerd, kubelet, iptables); run it as root"
 }

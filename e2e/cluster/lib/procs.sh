@@ -184,17 +184,7 @@ stop_component() {
     rm -f "$RUN_DIR/$name.pid"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 40); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.25
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-    log "$name: killed (pid $pid)"
-  else
-    log "$name: stopped (pid $pid)"
-  fi
+  stop_process "$name" "$pid" 10
   rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.spec"
 }
 
