@@ -107,7 +107,8 @@ ensure_debs() {
     cmd=${pair%%:*}; pkg=${pair#*:}
     if [[ $cmd == /* ]]; then [[ -e $cmd ]] && continue
     else command -v "$cmd" >/dev/null 2>&1 && continue; fi
-    missing+=("$pkg")
+    # Several commands can come from one package: name it once.
+    [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
   done
   ((${#missing[@]} == 0)) && return 0
   need_root
