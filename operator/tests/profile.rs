@@ -27,7 +27,10 @@ use serde_json::{json, Value};
 
 const NS: &str = "shop";
 const NAME: &str = "deployment-web-nginx";
-const PROFILES: &str = "/apis/herdwatch.dev/v1alpha1/namespaces/shop/behaviorprofiles";
+const PROFILE: &str =
+    "/apis/herdwatch.dev/v1alpha1/namespaces/shop/behaviorprofiles/deployment-web-nginx";
+const PROFILE_STATUS: &str =
+    "/apis/herdwatch.dev/v1alpha1/namespaces/shop/behaviorprofiles/deployment-web-nginx/status";
 const OBSERVATIONS: &str = "/apis/herdwatch.dev/v1alpha1/namespaces/shop/behaviorobservations";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/web";
 
@@ -106,6 +109,42 @@ fn exes(allowed: &Value) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// What most tests observe: nginx run in one pod on node-a, no event lost.
+fn nginx_on_node_a() -> BehaviorObservation {
+    observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0)
+}
+
+/// The profile of [`profile`] as stored at `resource_version` and `generation`.
+fn stored_profile(resource_version: &str, generation: i64) -> Value {
+    served(&profile(), resource_version, generation)
+}
+
+/// Reconciles `p` once on a mock serving `steps`, checks that every step was taken and no
+/// other, and returns the action.
+async fn reconcile(p: BehaviorProfile, steps: Vec<Exchange>) -> Action {
+    let (client, verifier) = mock(steps);
+    let ctx = context(client, vec![], vec![], Settings::default());
+    let action = profile::reconcile(p.into(), ctx).await.unwrap();
+    verify(verifier).await;
+    action
+}
+
+/// A merge of `observations` whose spec write goes through (at resourceVersion 101,
+/// generation 2), then the status write, whose status `check_status` checks.
+fn merged(
+    observations: &[BehaviorObservation],
+    check_status: impl FnOnce(&Value) + Send + 'static,
+) -> Vec<Exchange> {
+    vec![
+        deployment_found(),
+        list_observations(observations),
+        Exchange::put(PROFILE).echo("101", 2),
+        Exchange::patch(PROFILE_STATUS)
+            .check(move |body| check_status(&body["status"]))
+            .reply(200, stored_profile("102", 2)),
+    ]
+}
+
 fn deployment_found() -> Exchange {
     Exchange::get(DEPLOYMENT).reply(200, partial("web", Some(NS), json!({})))
 }
@@ -125,12 +164,12 @@ fn list_observations(items: &[BehaviorObservation]) -> Exchange {
 
 #[tokio::test]
 async fn observations_from_two_nodes_merge_and_a_complete_profile_is_promoted() {
-    let a = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let a = nginx_on_node_a();
     let b = observation("node-b", "pod-2", &["/usr/sbin/nginx", "/app/worker"], 0);
-    let (client, verifier) = mock(vec![
+    let steps = vec![
         deployment_found(),
         list_observations(&[a, b]),
-        Exchange::put(&format!("{PROFILES}/{NAME}"))
+        Exchange::put(PROFILE)
             .check(|body| {
                 assert_eq!(
                     body["metadata"]["resourceVersion"], "100",
@@ -149,7 +188,7 @@ async fn observations_from_two_nodes_merge_and_a_complete_profile_is_promoted() 
                 assert!(body.get("status").is_none());
             })
             .echo("101", 2),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
+        Exchange::patch(PROFILE_STATUS)
             .query("fieldManager=herdwatch-operator")
             .query("force=true")
             .check(|body| {
@@ -174,17 +213,15 @@ async fn observations_from_two_nodes_merge_and_a_complete_profile_is_promoted() 
                 assert_eq!(s["images"][0]["digest"], json!(digest()));
                 assert!(s["learning"]["promotedAt"].is_string());
             })
-            .reply(200, served(&profile(), "102", 2)),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    let action = profile::reconcile(profile().into(), ctx).await.unwrap();
-    verify(verifier).await;
+            .reply(200, stored_profile("102", 2)),
+    ];
+    let action = reconcile(profile(), steps).await;
     assert_eq!(action, Action::requeue(RESYNC), "nothing left to wait for");
 }
 
 #[tokio::test]
 async fn a_conflicting_hand_edit_is_kept_and_the_merge_retried() {
-    let a = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let a = nginx_on_node_a();
     // Between the read and the write, a user added a file rule by hand.
     let mut edited = profile();
     edited.spec.allowed.files.push(FileEntry {
@@ -195,14 +232,14 @@ async fn a_conflicting_hand_edit_is_kept_and_the_merge_retried() {
     edited.metadata.resource_version = Some("105".into());
     edited.metadata.generation = Some(2);
     let edited_json = serde_json::to_value(&edited).unwrap();
-    let (client, verifier) = mock(vec![
+    let steps = vec![
         deployment_found(),
         list_observations(std::slice::from_ref(&a)),
-        Exchange::put(&format!("{PROFILES}/{NAME}")).fail(409, "Conflict"),
-        Exchange::get(&format!("{PROFILES}/{NAME}")).reply(200, edited_json),
+        Exchange::put(PROFILE).fail(409, "Conflict"),
+        Exchange::get(PROFILE).reply(200, edited_json),
         deployment_found(),
         list_observations(std::slice::from_ref(&a)),
-        Exchange::put(&format!("{PROFILES}/{NAME}"))
+        Exchange::put(PROFILE)
             .check(|body| {
                 assert_eq!(body["metadata"]["resourceVersion"], "105");
                 let allowed = &body["spec"]["allowed"];
@@ -213,7 +250,7 @@ async fn a_conflicting_hand_edit_is_kept_and_the_merge_retried() {
                 assert_eq!(exes(allowed), vec![("/usr/sbin/nginx".into(), 1)]);
             })
             .echo("106", 3),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
+        Exchange::patch(PROFILE_STATUS)
             .check(|body| {
                 assert_eq!(body["metadata"]["resourceVersion"], "106");
                 let s = &body["status"];
@@ -224,11 +261,9 @@ async fn a_conflicting_hand_edit_is_kept_and_the_merge_retried() {
                     ("True".into(), conditions::REASON_TOO_FEW_REPLICAS.into())
                 );
             })
-            .reply(200, served(&profile(), "107", 3)),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    profile::reconcile(profile().into(), ctx).await.unwrap();
-    verify(verifier).await;
+            .reply(200, stored_profile("107", 3)),
+    ];
+    reconcile(profile(), steps).await;
 }
 
 #[tokio::test]
@@ -236,18 +271,10 @@ async fn a_write_that_keeps_conflicting_fails_the_reconcile_for_a_retry() {
     let mut steps = Vec::new();
     for attempt in 0..profile::WRITE_ATTEMPTS {
         steps.push(deployment_found());
-        steps.push(list_observations(&[observation(
-            "node-a",
-            "pod-1",
-            &["/usr/sbin/nginx"],
-            0,
-        )]));
-        steps.push(Exchange::put(&format!("{PROFILES}/{NAME}")).fail(409, "Conflict"));
+        steps.push(list_observations(&[nginx_on_node_a()]));
+        steps.push(Exchange::put(PROFILE).fail(409, "Conflict"));
         if attempt + 1 < profile::WRITE_ATTEMPTS {
-            steps.push(
-                Exchange::get(&format!("{PROFILES}/{NAME}"))
-                    .reply(200, served(&profile(), "100", 1)),
-            );
+            steps.push(Exchange::get(PROFILE).reply(200, stored_profile("100", 1)));
         }
     }
     let (client, verifier) = mock(steps);
@@ -275,7 +302,7 @@ async fn a_write_that_keeps_conflicting_fails_the_reconcile_for_a_retry() {
 
 #[tokio::test]
 async fn an_old_crd_without_selectable_fields_still_merges_only_this_workload() {
-    let mine = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let mine = nginx_on_node_a();
     let mut other = observation("node-a", "pod-9", &["/bin/other"], 0);
     other.spec.workload.name = "api".into();
     let all = list(
@@ -286,13 +313,13 @@ async fn an_old_crd_without_selectable_fields_still_merges_only_this_workload() 
             serde_json::to_value(&other).unwrap(),
         ],
     );
-    let (client, verifier) = mock(vec![
+    let steps = vec![
         deployment_found(),
         Exchange::get(OBSERVATIONS)
             .query("fieldSelector=")
             .fail(400, "BadRequest"),
         Exchange::get(OBSERVATIONS).reply(200, all),
-        Exchange::put(&format!("{PROFILES}/{NAME}"))
+        Exchange::put(PROFILE)
             .check(|body| {
                 assert_eq!(
                     exes(&body["spec"]["allowed"]),
@@ -301,20 +328,17 @@ async fn an_old_crd_without_selectable_fields_still_merges_only_this_workload() 
                 );
             })
             .echo("101", 2),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
-            .reply(200, served(&profile(), "102", 2)),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    profile::reconcile(profile().into(), ctx).await.unwrap();
-    verify(verifier).await;
+        Exchange::patch(PROFILE_STATUS).reply(200, stored_profile("102", 2)),
+    ];
+    reconcile(profile(), steps).await;
 }
 
 #[tokio::test]
 async fn a_profile_whose_target_does_not_exist_says_so() {
-    let (client, verifier) = mock(vec![
+    let steps = vec![
         Exchange::get(DEPLOYMENT).fail(404, "NotFound"),
         list_observations(&[]),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
+        Exchange::patch(PROFILE_STATUS)
             .check(|body| {
                 let s = &body["status"];
                 assert_eq!(
@@ -323,38 +347,26 @@ async fn a_profile_whose_target_does_not_exist_says_so() {
                 );
                 assert_eq!(s["phase"], "Learning");
             })
-            .reply(200, served(&profile(), "101", 1)),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    let action = profile::reconcile(profile().into(), ctx).await.unwrap();
-    verify(verifier).await;
+            .reply(200, stored_profile("101", 1)),
+    ];
+    let action = reconcile(profile(), steps).await;
     assert_eq!(action, Action::requeue(RESYNC));
 }
 
 #[tokio::test]
 async fn a_profile_learned_while_events_were_lost_stays_incomplete() {
-    let a = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let a = nginx_on_node_a();
     let b = observation("node-b", "pod-2", &["/usr/sbin/nginx"], 17);
-    let (client, verifier) = mock(vec![
-        deployment_found(),
-        list_observations(&[a, b]),
-        Exchange::put(&format!("{PROFILES}/{NAME}")).echo("101", 2),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
-            .check(|body| {
-                let s = &body["status"];
-                assert_eq!(s["phase"], "Learning", "never promoted with lost events");
-                assert_eq!(
-                    condition(s, conditions::INCOMPLETE),
-                    ("True".into(), conditions::REASON_EVENTS_LOST.into())
-                );
-                assert_eq!(s["learning"]["eventsLost"], 17);
-                assert_eq!(s["learning"]["lossyNodes"], json!(["node-b"]));
-            })
-            .reply(200, served(&profile(), "102", 2)),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    let action = profile::reconcile(profile().into(), ctx).await.unwrap();
-    verify(verifier).await;
+    let steps = merged(&[a, b], |s| {
+        assert_eq!(s["phase"], "Learning", "never promoted with lost events");
+        assert_eq!(
+            condition(s, conditions::INCOMPLETE),
+            ("True".into(), conditions::REASON_EVENTS_LOST.into())
+        );
+        assert_eq!(s["learning"]["eventsLost"], 17);
+        assert_eq!(s["learning"]["lossyNodes"], json!(["node-b"]));
+    });
+    let action = reconcile(profile(), steps).await;
     assert_eq!(
         action,
         Action::requeue(RESYNC),
@@ -366,24 +378,15 @@ async fn a_profile_learned_while_events_were_lost_stays_incomplete() {
 async fn learning_that_waits_on_time_is_checked_again_when_due() {
     let mut young = profile();
     young.metadata.creation_timestamp = Some(to_time(ago(3300)));
-    let a = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let a = nginx_on_node_a();
     let b = observation("node-b", "pod-2", &["/usr/sbin/nginx"], 0);
-    let (client, verifier) = mock(vec![
-        deployment_found(),
-        list_observations(&[a, b]),
-        Exchange::put(&format!("{PROFILES}/{NAME}")).echo("101", 2),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
-            .check(|body| {
-                assert_eq!(
-                    condition(&body["status"], conditions::INCOMPLETE),
-                    ("True".into(), conditions::REASON_MIN_DURATION.into())
-                );
-            })
-            .reply(200, served(&profile(), "102", 2)),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    let action = profile::reconcile(young.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    let steps = merged(&[a, b], |s| {
+        assert_eq!(
+            condition(s, conditions::INCOMPLETE),
+            ("True".into(), conditions::REASON_MIN_DURATION.into())
+        );
+    });
+    let action = reconcile(young, steps).await;
     assert_eq!(
         action,
         Action::requeue(Duration::from_secs(300)),
@@ -394,7 +397,7 @@ async fn learning_that_waits_on_time_is_checked_again_when_due() {
 #[tokio::test]
 async fn an_unchanged_profile_is_not_written() {
     // The status the first reconcile would write, already in place.
-    let a = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let a = nginx_on_node_a();
     let mut p = profile();
     let mut model = p.to_model(NOW).unwrap();
     model.merge_observation(&(&a).try_into().unwrap(), NOW);
@@ -418,10 +421,7 @@ async fn an_unchanged_profile_is_not_written() {
         .chain([conditions::target_found("Deployment", "web", Some(1), &t)])
         .collect();
     p.status = Some(status);
-    let (client, verifier) = mock(vec![deployment_found(), list_observations(&[a])]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    profile::reconcile(p.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    reconcile(p, vec![deployment_found(), list_observations(&[a])]).await;
 }
 
 #[tokio::test]
@@ -441,28 +441,21 @@ async fn a_created_profile_is_deleted_once_its_workload_has_been_gone_long_enoug
         )],
         ..BehaviorProfileStatus::default()
     });
-    let (client, verifier) = mock(vec![
+    let steps = vec![
         Exchange::get(DEPLOYMENT).fail(404, "NotFound"),
-        Exchange::delete(&format!("{PROFILES}/{NAME}")).reply(200, api_status(200, "Success")),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    let action = profile::reconcile(orphan.clone().into(), ctx)
-        .await
-        .unwrap();
-    verify(verifier).await;
+        Exchange::delete(PROFILE).reply(200, api_status(200, "Success")),
+    ];
+    let action = reconcile(orphan.clone(), steps).await;
     assert_eq!(action, Action::await_change());
 
     // A hand-written profile in the same state is kept.
     orphan.metadata.labels = None;
-    let (client, verifier) = mock(vec![
+    let steps = vec![
         Exchange::get(DEPLOYMENT).fail(404, "NotFound"),
         list_observations(&[]),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
-            .reply(200, served(&profile(), "101", 1)),
-    ]);
-    let ctx = context(client, vec![], vec![], Settings::default());
-    profile::reconcile(orphan.into(), ctx).await.unwrap();
-    verify(verifier).await;
+        Exchange::patch(PROFILE_STATUS).reply(200, stored_profile("101", 1)),
+    ];
+    reconcile(orphan, steps).await;
 }
 
 #[test]
@@ -475,10 +468,7 @@ fn observations_map_to_the_profiles_of_their_workload_container() {
     let mut hand_written = profile();
     hand_written.metadata.name = Some("web-by-hand".into());
     let store = store(vec![profile(), other_container, other_ns, hand_written]);
-    let mut refs = profile::profiles_for_observation(
-        &store,
-        &observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0),
-    );
+    let mut refs = profile::profiles_for_observation(&store, &nginx_on_node_a());
     refs.sort_by_key(|r| r.name.clone());
     assert_eq!(
         refs,
@@ -498,15 +488,14 @@ async fn observations_are_read_at_least_as_new_as_the_watch_delivered_them() {
     // The watch delivered an observation at resourceVersion 4242: the list asks the API
     // server's watch cache for data not older than that, rather than a consistent read from
     // etcd, and so still includes the observation that triggered the reconcile.
-    let a = observation("node-a", "pod-1", &["/usr/sbin/nginx"], 0);
+    let a = nginx_on_node_a();
     let (client, verifier) = mock(vec![
         deployment_found(),
         list_observations(std::slice::from_ref(&a))
             .query("resourceVersion=4242")
             .query("resourceVersionMatch=NotOlderThan"),
-        Exchange::put(&format!("{PROFILES}/{NAME}")).echo("101", 2),
-        Exchange::patch(&format!("{PROFILES}/{NAME}/status"))
-            .reply(200, served(&profile(), "102", 2)),
+        Exchange::put(PROFILE).echo("101", 2),
+        Exchange::patch(PROFILE_STATUS).reply(200, stored_profile("102", 2)),
     ]);
     let ctx = context(client, vec![], vec![], Settings::default());
     ctx.observations_seen.saw(Some("4242"));

@@ -14,6 +14,7 @@ use herdwatch_api::BehaviorViolation;
 use herdwatch_api::{examples, BehaviorProfile, BehaviorProfileSpec, BehaviorProfileStatus};
 use herdwatch_model::Timestamp;
 use herdwatch_operator::args::Settings;
+use herdwatch_operator::context::Context;
 use herdwatch_operator::violation;
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};
@@ -233,6 +234,11 @@ fn ready_owner(p: &Paths, ns: &str, ready: usize) -> Vec<Exchange> {
             PodState::Ready,
         ));
     }
+    web_owner(p, ns, pods)
+}
+
+/// `owner_steps` of the Deployment `web` with its one ReplicaSet `web-7d9f8` and `pods`.
+fn web_owner(p: &Paths, ns: &str, pods: Vec<Value>) -> Vec<Exchange> {
     owner_steps(
         p,
         ns,
@@ -320,10 +326,85 @@ fn count_steps(p: &Paths, ns: &str, check: impl FnOnce(&Value) + Send + 'static)
     ]
 }
 
+/// The record most tests answer: a shell in the web pod of `ns`, asking for Kill.
+fn shell(ns: &str) -> BehaviorViolation {
+    record(ns, "web-shell", "uid-1", ResponseAction::Kill)
+}
+
+/// The reads before a decision: the violating pod, then its Deployment with three ready pods.
+fn reads(p: &Paths, ns: &str) -> Vec<Exchange> {
+    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod(ns, POD_UID))];
+    steps.extend(ready_owner(p, ns, 3));
+    steps
+}
+
+/// A refused eviction of the web pod: the pod is only tagged, the record says `reason`, and
+/// the profile counts the refusal.
+fn refusal_steps(p: &Paths, ns: &str, reason: &'static str) -> Vec<Exchange> {
+    let mut steps = tag_steps(p, ns, "Tag");
+    steps.push(outcome_step(p, "web-shell", "Refused", Some(reason)));
+    steps.extend(count_steps(p, ns, |c| assert_eq!(c["refused"], 1)));
+    steps
+}
+
+/// What the operator answers with: its stores and its settings.
+struct World {
+    profiles: Vec<BehaviorProfile>,
+    records: Vec<BehaviorViolation>,
+    settings: Settings,
+}
+
+impl World {
+    /// The profile of web/nginx in `ns` enforcing Kill, `records` stored, default settings.
+    fn enforcing_kill(ns: &str, records: Vec<BehaviorViolation>) -> Self {
+        World {
+            profiles: vec![profile(ns, Phase::Enforcing, ResponseAction::Kill)],
+            records,
+            settings: Settings::default(),
+        }
+    }
+
+    /// Answers `records` in order with one context (one leader) on a mock serving `steps`,
+    /// then checks that every step was taken and no other. Returns the last action, and what
+    /// `inspect` read from the context after the last answer.
+    async fn answer_then<T>(
+        self,
+        steps: Vec<Exchange>,
+        records: Vec<BehaviorViolation>,
+        inspect: impl FnOnce(&Context) -> T,
+    ) -> (Action, T) {
+        let (client, verifier) = mock(steps);
+        let ctx = context(client, self.profiles, self.records, self.settings);
+        let mut last = None;
+        for v in records {
+            last = Some(violation::reconcile(v.into(), ctx.clone()).await.unwrap());
+        }
+        let seen = inspect(&ctx);
+        drop(ctx);
+        verify(verifier).await;
+        (last.expect("a record to answer"), seen)
+    }
+
+    /// Answers `v` on a mock serving `steps`, then checks that every step was taken and no
+    /// other.
+    async fn answer(self, steps: Vec<Exchange>, v: BehaviorViolation) -> Action {
+        self.answer_then(steps, vec![v], |_| ()).await.0
+    }
+}
+
+/// Answers `v`, the only record stored, with the profile of web/nginx in its namespace
+/// enforcing Kill, through `steps`.
+async fn answer_alone(steps: Vec<Exchange>, v: BehaviorViolation) -> Action {
+    let ns = v.metadata.namespace.clone().expect("a namespaced record");
+    World::enforcing_kill(&ns, vec![v.clone()])
+        .answer(steps, v)
+        .await
+}
+
 #[tokio::test]
 async fn tag_labels_annotates_posts_an_event_and_records_the_outcome() {
     let p = paths("shop");
-    let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
+    let v = shell("shop");
     let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
     steps.extend(tag_steps(&p, "shop", "Tag"));
     steps.push(outcome_step(&p, "web-shell", "Tagged", None));
@@ -334,18 +415,14 @@ async fn tag_labels_annotates_posts_an_event_and_records_the_outcome() {
         );
         assert_eq!(c["last"]["record"], "web-shell");
     }));
-    let (client, verifier) = mock(steps);
     // The profile now asks only for Tag: the milder action wins over the record's Kill.
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Enforcing, ResponseAction::Tag)],
-        vec![v.clone()],
-        Settings::default(),
-    );
-    let action = violation::reconcile(v.into(), ctx.clone()).await.unwrap();
-    let metrics = ctx.metrics.encode().unwrap();
-    drop(ctx);
-    verify(verifier).await;
+    let world = World {
+        profiles: vec![profile("shop", Phase::Enforcing, ResponseAction::Tag)],
+        ..World::enforcing_kill("shop", vec![v.clone()])
+    };
+    let (action, metrics) = world
+        .answer_then(steps, vec![v], |ctx| ctx.metrics.encode().unwrap())
+        .await;
     assert!(metrics.contains(r#"herdwatch_operator_responses_total{action="tagged",namespace="shop",workload="Deployment/web"} 1"#), "{metrics}");
     assert_eq!(
         action,
@@ -357,9 +434,8 @@ async fn tag_labels_annotates_posts_an_event_and_records_the_outcome() {
 #[tokio::test]
 async fn kill_evicts_a_pod_with_an_owner_through_the_eviction_api() {
     let p = paths("shop");
-    let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
-    steps.extend(ready_owner(&p, "shop", 3));
+    let v = shell("shop");
+    let mut steps = reads(&p, "shop");
     steps.extend(tag_steps(&p, "shop", "Evict"));
     steps.push(
         Exchange::post(&p.eviction)
@@ -379,15 +455,7 @@ async fn kill_evicts_a_pod_with_an_owner_through_the_eviction_api() {
         assert_eq!(c["evicted"], 1);
         assert_eq!(c["recentEvictions"], json!([to_time(NOW)]));
     }));
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Enforcing, ResponseAction::Kill)],
-        vec![v.clone()],
-        Settings::default(),
-    );
-    violation::reconcile(v.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    answer_alone(steps, v).await;
 }
 
 #[tokio::test]
@@ -395,35 +463,18 @@ async fn kill_in_a_protected_namespace_is_refused_and_the_pod_only_tagged() {
     // "herdwatch" is the operator's own namespace in the default settings.
     let ns = "herdwatch";
     let p = paths(ns);
-    let v = record(ns, "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod(ns, POD_UID))];
-    steps.extend(ready_owner(&p, ns, 3));
-    steps.extend(tag_steps(&p, ns, "Tag"));
-    steps.push(outcome_step(
-        &p,
-        "web-shell",
-        "Refused",
-        Some("ProtectedNamespace"),
-    ));
-    steps.extend(count_steps(&p, ns, |c| assert_eq!(c["refused"], 1)));
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![profile(ns, Phase::Enforcing, ResponseAction::Kill)],
-        vec![v.clone()],
-        Settings::default(),
-    );
-    violation::reconcile(v.into(), ctx).await.unwrap();
-    // The verifier fails on any request beyond these: there is no eviction.
-    verify(verifier).await;
+    let v = shell(ns);
+    let mut steps = reads(&p, ns);
+    steps.extend(refusal_steps(&p, ns, "ProtectedNamespace"));
+    // The mock fails on any request beyond these: there is no eviction.
+    answer_alone(steps, v).await;
 }
 
 #[tokio::test]
 async fn a_disruption_budget_refusal_is_retried_with_backoff() {
     let p = paths("shop");
-    let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
-    steps.extend(ready_owner(&p, "shop", 3));
+    let v = shell("shop");
+    let mut steps = reads(&p, "shop");
     steps.extend(tag_steps(&p, "shop", "Evict"));
     steps.push(Exchange::post(&p.eviction).fail(429, "TooManyRequests"));
     steps.push(outcome_step(
@@ -432,22 +483,15 @@ async fn a_disruption_budget_refusal_is_retried_with_backoff() {
         "Refused",
         Some(violation::REASON_DISRUPTION_BUDGET),
     ));
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Enforcing, ResponseAction::Kill)],
-        vec![v.clone()],
-        Settings::default(),
-    );
-    let action = violation::reconcile(v.into(), ctx.clone()).await.unwrap();
     // The reserved eviction was released: another violation may still use the budget.
-    let counted = ctx
-        .evictions
-        .decide("profile/shop/web-nginx", "x", "y", &[], NOW, |c| {
-            (c.last_hour, false)
-        });
-    drop(ctx);
-    verify(verifier).await;
+    let (action, counted) = World::enforcing_kill("shop", vec![v.clone()])
+        .answer_then(steps, vec![v], |ctx| {
+            ctx.evictions
+                .decide("profile/shop/web-nginx", "x", "y", &[], NOW, |c| {
+                    (c.last_hour, false)
+                })
+        })
+        .await;
     assert_eq!(
         action,
         Action::requeue(Duration::from_secs(2)),
@@ -464,20 +508,8 @@ async fn an_answered_violation_is_never_acted_on_again() {
         Outcome::Refused,
         Outcome::DryRun,
     ] {
-        let v = answered(
-            record("shop", "web-shell", "uid-1", ResponseAction::Kill),
-            outcome,
-            Timestamp(NOW.0 - 30),
-        );
-        let (client, verifier) = mock(vec![]);
-        let ctx = context(
-            client,
-            vec![profile("shop", Phase::Enforcing, ResponseAction::Kill)],
-            vec![v.clone()],
-            Settings::default(),
-        );
-        violation::reconcile(v.into(), ctx).await.unwrap();
-        verify(verifier).await;
+        let v = answered(shell("shop"), outcome, Timestamp(NOW.0 - 30));
+        answer_alone(vec![], v).await;
     }
 }
 
@@ -498,33 +530,17 @@ async fn the_kill_limit_counts_evictions_recorded_before_a_restart() {
             Timestamp(NOW.0 - ago),
         ));
     }
-    let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
+    let v = shell("shop");
     store.push(v.clone());
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
-    steps.extend(ready_owner(&p, "shop", 3));
-    steps.extend(tag_steps(&p, "shop", "Tag"));
-    steps.push(outcome_step(
-        &p,
-        "web-shell",
-        "Refused",
-        Some("KillLimitReached"),
-    ));
-    steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["refused"], 1)));
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Enforcing, ResponseAction::Kill)],
-        store,
-        Settings::default(),
-    );
-    violation::reconcile(v.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    let mut steps = reads(&p, "shop");
+    steps.extend(refusal_steps(&p, "shop", "KillLimitReached"));
+    World::enforcing_kill("shop", store).answer(steps, v).await;
 }
 
 #[tokio::test]
 async fn evicting_would_leave_too_few_ready_replicas() {
     let p = paths("shop");
-    let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
+    let v = shell("shop");
     // One ready pod (the violating one) is all the owner has: the others are starting,
     // shutting down or done, and the Ready pod of a ReplicaSet the Deployment does not
     // control is not its replica, whatever its labels. The Deployment's status, which says
@@ -553,29 +569,14 @@ async fn evicting_would_leave_too_few_ready_replicas() {
     ];
     let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
     steps.extend(owner_steps(&p, "shop", DEPLOYMENT_UID, replicasets, pods));
-    steps.extend(tag_steps(&p, "shop", "Tag"));
-    steps.push(outcome_step(
-        &p,
-        "web-shell",
-        "Refused",
-        Some("BelowMinReadyReplicas"),
-    ));
-    steps.extend(count_steps(&p, "shop", |_| {}));
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Enforcing, ResponseAction::Kill)],
-        vec![v.clone()],
-        Settings::default(),
-    );
-    violation::reconcile(v.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    steps.extend(refusal_steps(&p, "shop", "BelowMinReadyReplicas"));
+    answer_alone(steps, v).await;
 }
 
 #[tokio::test]
 async fn a_replaced_pod_is_not_touched() {
     let p = paths("shop");
-    let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
+    let v = shell("shop");
     // A StatefulSet-style replacement: same name, another UID.
     let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", "another-uid"))];
     steps.push(outcome_step(
@@ -585,64 +586,38 @@ async fn a_replaced_pod_is_not_touched() {
         Some(violation::REASON_POD_GONE),
     ));
     steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["total"], 1)));
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Enforcing, ResponseAction::Kill)],
-        vec![v.clone()],
-        Settings::default(),
-    );
-    violation::reconcile(v.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    answer_alone(steps, v).await;
 }
 
 #[tokio::test]
 async fn dry_runs_and_learning_profiles_change_no_pod() {
-    // The operator-wide dry run.
     let p = paths("shop");
-    let v = record("shop", "web-shell", "uid-1", ResponseAction::Kill);
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
-    steps.extend(ready_owner(&p, "shop", 3));
-    steps.push(outcome_step(
-        &p,
-        "web-shell",
-        "DryRun",
-        Some(violation::REASON_WOULD_EVICT),
-    ));
-    steps.extend(count_steps(&p, "shop", |_| {}));
-    let (client, verifier) = mock(steps);
-    let settings = Settings {
+    let v = shell("shop");
+    let dry_run = Settings {
         dry_run: true,
         ..Settings::default()
     };
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Enforcing, ResponseAction::Kill)],
-        vec![v.clone()],
-        settings,
-    );
-    violation::reconcile(v.clone().into(), ctx).await.unwrap();
-    verify(verifier).await;
-
-    // A profile still learning (mode Enforce, not yet promoted) never evicts.
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
-    steps.extend(ready_owner(&p, "shop", 3));
-    steps.push(outcome_step(
-        &p,
-        "web-shell",
-        "DryRun",
-        Some(violation::REASON_WOULD_EVICT),
-    ));
-    steps.extend(count_steps(&p, "shop", |_| {}));
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![profile("shop", Phase::Learning, ResponseAction::Kill)],
-        vec![v.clone()],
-        Settings::default(),
-    );
-    violation::reconcile(v.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    // The operator-wide dry run; and a profile still learning (mode Enforce, not yet
+    // promoted), which never evicts.
+    for (phase, settings) in [
+        (Phase::Enforcing, dry_run),
+        (Phase::Learning, Settings::default()),
+    ] {
+        let mut steps = reads(&p, "shop");
+        steps.push(outcome_step(
+            &p,
+            "web-shell",
+            "DryRun",
+            Some(violation::REASON_WOULD_EVICT),
+        ));
+        steps.extend(count_steps(&p, "shop", |_| {}));
+        let world = World {
+            profiles: vec![profile("shop", phase, ResponseAction::Kill)],
+            records: vec![v.clone()],
+            settings,
+        };
+        world.answer(steps, v.clone()).await;
+    }
 }
 
 #[tokio::test]
@@ -666,9 +641,6 @@ async fn retention_deletes_the_oldest_records_of_a_profile() {
     policy.spec.policy = Some("baseline".into());
     policy.spec.profile = None;
     store.push(policy);
-    let (client, verifier) = mock(vec![
-        Exchange::delete(&format!("{}/b", p.violations)).reply(200, api_status(200, "Success"))
-    ]);
     let settings = Settings {
         retention: herdwatch_model::response::Retention {
             max_count: 2,
@@ -676,21 +648,25 @@ async fn retention_deletes_the_oldest_records_of_a_profile() {
         },
         ..Settings::default()
     };
-    let ctx = context(client, vec![], store.clone(), settings.clone());
-    violation::reconcile(store[0].clone().into(), ctx)
-        .await
-        .unwrap();
-    verify(verifier).await;
+    let delete = |name: &str| {
+        Exchange::delete(&format!("{}/{name}", p.violations)).reply(200, api_status(200, "Success"))
+    };
+    let world = World {
+        profiles: vec![],
+        records: store.clone(),
+        settings: settings.clone(),
+    };
+    world.answer(vec![delete("b")], store[0].clone()).await;
 
     // A record older than the age limit deletes itself.
     let mut old = store[0].clone();
     old.spec.last_seen = to_time(Timestamp(NOW.0 - 2 * 86_400));
-    let (client, verifier) = mock(vec![
-        Exchange::delete(&format!("{}/a", p.violations)).reply(200, api_status(200, "Success"))
-    ]);
-    let ctx = context(client, vec![], vec![old.clone()], settings);
-    let action = violation::reconcile(old.into(), ctx).await.unwrap();
-    verify(verifier).await;
+    let world = World {
+        profiles: vec![],
+        records: vec![old.clone()],
+        settings,
+    };
+    let action = world.answer(vec![delete("a")], old).await;
     assert_eq!(action, Action::await_change());
 }
 
@@ -713,6 +689,18 @@ fn record_of(name: &str, uid: &str, pod: &str, pod_uid: &str) -> BehaviorViolati
     v
 }
 
+/// The record of a shell in pod B.
+fn shell_in_b() -> BehaviorViolation {
+    record_of("web-shell-b", "uid-b", POD_B, POD_B_UID)
+}
+
+/// The read of the ready pod `pod` (uid `pod_uid`) of the ReplicaSet `rs_uid`, that starts
+/// the answer to a violation in it.
+fn pod_read(pod: &str, pod_uid: &str, rs_uid: &str) -> Exchange {
+    Exchange::get(&paths_of("shop", pod).pod)
+        .reply(200, pod_of("shop", pod, pod_uid, rs_uid, PodState::Ready))
+}
+
 /// The eviction of `pod` (uid `pod_uid`), after the owner's reads, up to the counts.
 fn eviction_steps(
     record_name: &str,
@@ -721,9 +709,7 @@ fn eviction_steps(
     owner: Vec<Exchange>,
 ) -> Vec<Exchange> {
     let p = paths_of("shop", pod);
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod_of("shop", pod, pod_uid, RS_UID, PodState::Ready))
-    ];
+    let mut steps = vec![pod_read(pod, pod_uid, RS_UID)];
     steps.extend(owner);
     steps.extend(tag_steps_of(&p, "shop", "Evict", pod));
     steps.push(
@@ -739,26 +725,25 @@ fn eviction_steps(
     steps
 }
 
+/// Pods B and C of `web`, both ready.
+fn pods_b_and_c() -> [Value; 2] {
+    [
+        pod_of("shop", POD_B, POD_B_UID, RS_UID, PodState::Ready),
+        pod_of(
+            "shop",
+            "web-7d9f8-ccccc",
+            "pod-c-uid",
+            RS_UID,
+            PodState::Ready,
+        ),
+    ]
+}
+
 /// The first eviction: pod A of three ready pods (A, B, C) of the Deployment `web`.
 fn first_eviction() -> Vec<Exchange> {
-    let p = paths("shop");
-    let owner = owner_steps(
-        &p,
-        "shop",
-        DEPLOYMENT_UID,
-        vec![replicaset("shop", "web-7d9f8", RS_UID, DEPLOYMENT_UID)],
-        vec![
-            pod("shop", POD_UID),
-            pod_of("shop", POD_B, POD_B_UID, RS_UID, PodState::Ready),
-            pod_of(
-                "shop",
-                "web-7d9f8-ccccc",
-                "pod-c-uid",
-                RS_UID,
-                PodState::Ready,
-            ),
-        ],
-    );
+    let mut pods = vec![pod("shop", POD_UID)];
+    pods.extend(pods_b_and_c());
+    let owner = web_owner(&paths("shop"), "shop", pods);
     eviction_steps("web-shell", POD, POD_UID, owner)
 }
 
@@ -769,46 +754,27 @@ fn after_first_eviction(a: Option<PodState>, replacement: PodState) -> Vec<Excha
         .map(|state| pod_of("shop", POD, POD_UID, RS_UID, state))
         .into_iter()
         .collect();
-    pods.extend([
-        pod_of("shop", POD_B, POD_B_UID, RS_UID, PodState::Ready),
-        pod_of(
-            "shop",
-            "web-7d9f8-ccccc",
-            "pod-c-uid",
-            RS_UID,
-            PodState::Ready,
-        ),
-        pod_of(
-            "shop",
-            "web-7d9f8-zzzzz",
-            "replacement-uid",
-            RS_UID,
-            replacement,
-        ),
-    ]);
-    owner_steps(
-        &paths("shop"),
+    pods.extend(pods_b_and_c());
+    pods.push(pod_of(
         "shop",
-        DEPLOYMENT_UID,
-        vec![replicaset("shop", "web-7d9f8", RS_UID, DEPLOYMENT_UID)],
-        pods,
-    )
+        "web-7d9f8-zzzzz",
+        "replacement-uid",
+        RS_UID,
+        replacement,
+    ));
+    web_owner(&paths("shop"), "shop", pods)
 }
 
-/// Runs the violations in order against one context (one leader), through `steps`.
-async fn answer_in_order(steps: Vec<Exchange>, records: Vec<BehaviorViolation>) {
-    let (client, verifier) = mock(steps);
-    let ctx = context(
-        client,
-        vec![keeps_two_ready()],
-        records.clone(),
-        Settings::default(),
-    );
-    for v in records {
-        violation::reconcile(v.into(), ctx.clone()).await.unwrap();
-    }
-    drop(ctx);
-    verify(verifier).await;
+/// Answers the shell in pod A, then `second`, in order against one context (one leader)
+/// whose profile keeps two replicas ready, through `steps`.
+async fn answer_a_then(second: BehaviorViolation, steps: Vec<Exchange>) {
+    let records = vec![shell("shop"), second];
+    let world = World {
+        profiles: vec![keeps_two_ready()],
+        records: records.clone(),
+        settings: Settings::default(),
+    };
+    world.answer_then(steps, records, |_| ()).await;
 }
 
 #[tokio::test]
@@ -823,14 +789,7 @@ async fn a_second_kill_is_allowed_once_the_replacement_is_ready() {
             POD_B_UID,
             after_first_eviction(a, PodState::Ready),
         ));
-        answer_in_order(
-            steps,
-            vec![
-                record("shop", "web-shell", "uid-1", ResponseAction::Kill),
-                record_of("web-shell-b", "uid-b", POD_B, POD_B_UID),
-            ],
-        )
-        .await;
+        answer_a_then(shell_in_b(), steps).await;
     }
 }
 
@@ -846,10 +805,7 @@ async fn a_second_kill_is_refused_while_the_replacement_is_not_ready() {
     ] {
         let p = paths_of("shop", POD_B);
         let mut steps = first_eviction();
-        steps.push(Exchange::get(&p.pod).reply(
-            200,
-            pod_of("shop", POD_B, POD_B_UID, RS_UID, PodState::Ready),
-        ));
+        steps.push(pod_read(POD_B, POD_B_UID, RS_UID));
         steps.extend(after_first_eviction(a, PodState::NotReady));
         steps.extend(tag_steps_of(&p, "shop", "Tag", POD_B));
         steps.push(
@@ -861,24 +817,10 @@ async fn a_second_kill_is_refused_while_the_replacement_is_not_ready() {
                     let message = s["message"].as_str().unwrap();
                     assert!(message.contains("has 2 ready replicas"), "{message}");
                 })
-                .reply(
-                    200,
-                    served(
-                        &record("shop", "web-shell-b", "uid-b", ResponseAction::Kill),
-                        "8",
-                        1,
-                    ),
-                ),
+                .reply(200, served(&shell_in_b(), "8", 1)),
         );
         steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["refused"], 1)));
-        answer_in_order(
-            steps,
-            vec![
-                record("shop", "web-shell", "uid-1", ResponseAction::Kill),
-                record_of("web-shell-b", "uid-b", POD_B, POD_B_UID),
-            ],
-        )
-        .await;
+        answer_a_then(shell_in_b(), steps).await;
     }
 }
 
@@ -922,17 +864,7 @@ async fn a_workload_recreated_under_the_same_name_starts_with_a_clean_count() {
     );
     let mut x = eviction_steps("web-shell-x", POD_X, POD_X_UID, owner);
     // The pod read at the start is the new workload's.
-    x[0] = Exchange::get(&paths_of("shop", POD_X).pod).reply(
-        200,
-        pod_of("shop", POD_X, POD_X_UID, NEW_RS_UID, PodState::Ready),
-    );
+    x[0] = pod_read(POD_X, POD_X_UID, NEW_RS_UID);
     steps.extend(x);
-    answer_in_order(
-        steps,
-        vec![
-            record("shop", "web-shell", "uid-1", ResponseAction::Kill),
-            record_of("web-shell-x", "uid-x", POD_X, POD_X_UID),
-        ],
-    )
-    .await;
+    answer_a_then(record_of("web-shell-x", "uid-x", POD_X, POD_X_UID), steps).await;
 }

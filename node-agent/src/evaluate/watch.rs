@@ -21,7 +21,10 @@ use kube::{Api, Client, ResourceExt};
 use prometheus::IntCounterVec;
 use tracing::{info, instrument, warn};
 
-use super::{compile_policies, compile_profiles, EvalStore, Skipped};
+use super::{
+    compile_policies, compile_profiles, CompiledPolicy, CompiledProfile, EvalSnapshot, EvalStore,
+    ProfileKey, Skipped,
+};
 
 /// Runs one reflector, calling `rebuild` with the store after each change.
 async fn reflect<K>(
@@ -70,6 +73,83 @@ fn report(skipped: &[Skipped], what: &'static str, invalid: &IntCounterVec) {
     }
 }
 
+/// Compiles objects into a part of the snapshot, reusing what it can of the part as it
+/// stands; says which objects it left out and why.
+type Compile<K, C> = fn(&[Arc<K>], &C) -> (C, Vec<Skipped>);
+
+/// One part of the snapshot that is compiled from one kind of object.
+struct CompiledPart<K, C> {
+    /// The resource's plural name, in logs and metric labels.
+    what: &'static str,
+    /// The part as it stands in a snapshot.
+    current: fn(&EvalSnapshot) -> &C,
+    /// Builds the part anew from the reflector's objects.
+    compile: Compile<K, C>,
+    /// Whether a compiled part reuses every entry of the previous one and adds none.
+    unchanged: fn(&C, &C) -> bool,
+    /// Puts a compiled part in the snapshot.
+    replace: fn(&mut EvalSnapshot, C),
+}
+
+const PROFILES: CompiledPart<BehaviorProfile, HashMap<ProfileKey, Arc<CompiledProfile>>> =
+    CompiledPart {
+        what: "behaviorprofiles",
+        current: |snapshot| &snapshot.profiles,
+        compile: compile_profiles,
+        unchanged: |profiles, previous| {
+            profiles.len() == previous.len()
+                && profiles
+                    .iter()
+                    .all(|(k, v)| previous.get(k).is_some_and(|old| Arc::ptr_eq(old, v)))
+        },
+        replace: |snapshot, profiles| snapshot.profiles = profiles,
+    };
+
+const POLICIES: CompiledPart<ClusterBehaviorPolicy, Vec<Arc<CompiledPolicy>>> = CompiledPart {
+    what: "clusterbehaviorpolicies",
+    current: |snapshot| &snapshot.policies,
+    compile: |objects, previous| compile_policies(objects, previous),
+    unchanged: |policies, previous| {
+        policies.len() == previous.len()
+            && policies
+                .iter()
+                .zip(previous)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    },
+    replace: |snapshot, policies| snapshot.policies = policies,
+};
+
+/// The rebuild for [`reflect`] that keeps `part` of the snapshot compiled from the
+/// reflector's objects, reporting each object left out once.
+fn recompile<K, C>(
+    store: Arc<EvalStore>,
+    invalid: IntCounterVec,
+    part: CompiledPart<K, C>,
+) -> impl FnMut(&Store<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    C: Clone,
+{
+    let mut last_skipped: Vec<Skipped> = Vec::new();
+    move |reader: &Store<K>| {
+        let previous = (part.current)(&store.snapshot()).clone();
+        let (compiled, skipped) = (part.compile)(&reader.state(), &previous);
+        // Reported once per problem, not on every unrelated change.
+        let fresh: Vec<Skipped> = skipped
+            .iter()
+            .filter(|s| !last_skipped.contains(s))
+            .cloned()
+            .collect();
+        report(&fresh, part.what, &invalid);
+        last_skipped = skipped;
+        // Nothing to judge differently (a Learning profile's status write, say): keep the
+        // snapshot, and with it the event loop's per-container answers.
+        if !(part.unchanged)(&compiled, &previous) {
+            store.update(|s| (part.replace)(s, compiled));
+        }
+    }
+}
+
 /// Keeps the judging profiles of the snapshot current.
 #[instrument(skip_all)]
 pub async fn watch_profiles(
@@ -78,34 +158,8 @@ pub async fn watch_profiles(
     errors: IntCounterVec,
     invalid: IntCounterVec,
 ) {
-    let mut last_skipped: Vec<Skipped> = Vec::new();
-    reflect(
-        Api::<BehaviorProfile>::all(client),
-        "behaviorprofiles",
-        errors,
-        |reader| {
-            let previous = store.snapshot().profiles.clone();
-            let (profiles, skipped) = compile_profiles(&reader.state(), &previous);
-            // Reported once per problem, not on every unrelated change.
-            let fresh: Vec<Skipped> = skipped
-                .iter()
-                .filter(|s| !last_skipped.contains(s))
-                .cloned()
-                .collect();
-            report(&fresh, "behaviorprofiles", &invalid);
-            last_skipped = skipped;
-            // A Learning profile's status writes change nothing here: keep the snapshot (and
-            // the event loop's per-container answers).
-            let same = profiles.len() == previous.len()
-                && profiles
-                    .iter()
-                    .all(|(k, v)| previous.get(k).is_some_and(|old| Arc::ptr_eq(old, v)));
-            if !same {
-                store.update(|s| s.profiles = profiles);
-            }
-        },
-    )
-    .await;
+    let rebuild = recompile(store, invalid, PROFILES);
+    reflect(Api::all(client), PROFILES.what, errors, rebuild).await;
 }
 
 /// Keeps the policies of the snapshot current.
@@ -116,32 +170,8 @@ pub async fn watch_policies(
     errors: IntCounterVec,
     invalid: IntCounterVec,
 ) {
-    let mut last_skipped: Vec<Skipped> = Vec::new();
-    reflect(
-        Api::<ClusterBehaviorPolicy>::all(client),
-        "clusterbehaviorpolicies",
-        errors,
-        |reader| {
-            let previous = store.snapshot().policies.clone();
-            let (policies, skipped) = compile_policies(&reader.state(), &previous);
-            let fresh: Vec<Skipped> = skipped
-                .iter()
-                .filter(|s| !last_skipped.contains(s))
-                .cloned()
-                .collect();
-            report(&fresh, "clusterbehaviorpolicies", &invalid);
-            last_skipped = skipped;
-            let same = policies.len() == previous.len()
-                && policies
-                    .iter()
-                    .zip(&previous)
-                    .all(|(a, b)| Arc::ptr_eq(a, b));
-            if !same {
-                store.update(|s| s.policies = policies);
-            }
-        },
-    )
-    .await;
+    let rebuild = recompile(store, invalid, POLICIES);
+    reflect(Api::all(client), POLICIES.what, errors, rebuild).await;
 }
 
 /// Keeps the namespaces' labels of the snapshot current.
