@@ -12,8 +12,8 @@
 //! A program is judged by its path (`bprm->filename`), the last component of that path, and
 //! the last components of `argv[0]` and `argv[1]`: the names the agent's policy matcher
 //! reads too. A multi-call binary shows what it runs only in its arguments: busybox runs
-//! its `wget` applet as `/proc/self/exe` with `argv[0]` `wget`, and `busybox sh` is a
-//! shell.
+//! its `wget` applet as `/proc/self/exe` with `argv[0]` `wget`, `busybox sh` is a shell and
+//! `busybox wget` is `wget`.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -99,8 +99,14 @@ fn must_die(exec: &ExecEvent, flags: u32, cgroup_id: u64, enforcement: Enforceme
 /// Whether the arguments of `exec` name a denied program, as the agent's policy matcher
 /// reads them: `argv[0]`'s last component against names denied by name (a `Binaries`
 /// rule), and, when the executable's name (`exe_name`: its verdict bits) is that of a
-/// multi-call binary, the applet it is asked to be against names denied as applets (a
-/// `Shells` rule). `key` is a name key of the right cgroup and generation.
+/// multi-call binary, the applet it is asked to be against names denied as applets (the
+/// names of `Binaries` and `Shells` rules). `key` is a name key of the right cgroup and
+/// generation.
+///
+/// The matcher takes no name that starts with `-` for an applet (`busybox --help`): the
+/// agent never marks such a name as an applet, so this needs no look at the argument's
+/// first byte. It also follows `busybox busybox wget` to `argv[2]`, which is not read
+/// here: such an exec is killed from user space.
 #[inline(always)]
 fn denied_by_argv(exec: &ExecEvent, exe_name: u32, key: &mut ExeKey) -> bool {
     let names = argv_names(&exec.argv, exec.argv_len as usize);

@@ -20,8 +20,10 @@ use herdwatch_abi::{
     ACCESS_WRITE, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, NET_ACCEPT, NET_CONNECT, NET_LISTEN,
     NET_UDP_SEND,
 };
+use herdwatch_model::policy::{ClusterPolicy, Deny, Exceptions, PolicyRule};
+use herdwatch_model::response::ResponseAction;
 use herdwatch_node_agent::capture::{Capture, CaptureConfig, CaptureError};
-use herdwatch_node_agent::evaluate::kernel::{ExecRules, KernelEnforcer};
+use herdwatch_node_agent::evaluate::kernel::{add_policy_denies, ExecRules, KernelEnforcer};
 
 /// The programs see the whole machine: tests take turns, and each also looks only at its
 /// own cgroup.
@@ -1182,5 +1184,118 @@ fn a_multi_call_binary_dies_as_a_denied_applet_and_nothing_else_does() {
             .iter()
             .all(|(_, exe, argv0, killed)| flagged(events, exe, argv0) == Some(*killed))
     });
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The exec of `filename` whose arguments start with `args`, if the capture saw one, and
+/// whether the kernel flagged it as killed.
+fn flagged_run(events: &[Event], filename: &str, args: &[&str]) -> Option<bool> {
+    execs(events)
+        .find(|e| {
+            e.filename() == filename.as_bytes()
+                && e.argv()
+                    .take(args.len())
+                    .eq(args.iter().map(|a| a.as_bytes()))
+        })
+        .map(|e| e.killed_in_kernel())
+}
+
+#[test]
+fn a_binaries_deny_kills_the_applet_a_multi_call_binary_is_asked_to_be() {
+    // `busybox wget` runs wget. A link named busybox to bash stands in for busybox, as in
+    // the test above, and a script named wget for the applet: bash runs the script when
+    // the exec is not killed, so an exec that should have died exits instead.
+    let dir = std::env::temp_dir().join(format!(
+        "herdwatch-multi-call-binaries-{}",
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("creating a temporary directory");
+    let busybox = dir.join("busybox");
+    std::os::unix::fs::symlink(real_path("/bin/bash"), &busybox).expect("linking busybox");
+    let busybox = busybox.to_str().expect("UTF-8").to_owned();
+    fs::write(dir.join("wget"), "exit 0\n").expect("writing the wget script");
+    let bash = real_path("/bin/bash");
+
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("binaries-applet");
+    // The rules the agent derives from a policy with `deny: Binaries: [wget]`.
+    let policy = ClusterPolicy {
+        name: "fetchers".into(),
+        rules: vec![PolicyRule {
+            name: "no-wget".into(),
+            deny: Deny::Binaries(vec!["wget".into()]),
+            action: ResponseAction::Kill,
+            kill_process: true,
+            exceptions: Exceptions::default(),
+        }],
+        ..ClusterPolicy::default()
+    };
+    let mut rules = ExecRules::default();
+    add_policy_denies(&policy, "app", &mut rules);
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(cgroup.id, Arc::new(rules))]),
+    );
+
+    let cases = [
+        // (exec, the exec's path, its first arguments, killed)
+        (
+            format!("exec -a busybox {busybox} wget"),
+            busybox.as_str(),
+            ["busybox", "wget"],
+            true,
+        ),
+        (
+            format!("exec -a /bin/busybox {busybox} wget"),
+            busybox.as_str(),
+            ["/bin/busybox", "wget"],
+            true,
+        ),
+        // busybox runs the last component: wget. (bash would fail on the option.)
+        (
+            format!("exec -a busybox {busybox} -/wget"),
+            busybox.as_str(),
+            ["busybox", "-/wget"],
+            true,
+        ),
+        // The applet re-executed through /proc/self/exe, named by argv[0].
+        (
+            "exec -a wget /proc/self/exe -c 'exit 0'".to_owned(),
+            "/proc/self/exe",
+            ["wget", "-c"],
+            true,
+        ),
+        // An option is not an applet: bash runs the script.
+        (
+            format!("exec -a busybox {busybox} --norc wget"),
+            busybox.as_str(),
+            ["busybox", "--norc"],
+            false,
+        ),
+        // Not a multi-call binary: its argv[1] is only an argument.
+        (
+            format!("exec -a bash {bash} wget"),
+            bash.as_str(),
+            ["bash", "wget"],
+            false,
+        ),
+    ];
+    for (exec, _, _, killed) in &cases {
+        let script = format!("cd '{}' && {exec}", dir.display());
+        let status = bash_status(&cgroup, &script);
+        if *killed {
+            assert!(killed_by_sigkill(status), "{exec}: {status}");
+        } else {
+            assert!(status.success(), "{exec}: {status}");
+        }
+    }
+    h.wait_for(&cgroup, "the execs, the wget ones flagged", |events| {
+        cases
+            .iter()
+            .all(|(_, exe, args, killed)| flagged_run(events, exe, args) == Some(*killed))
+    });
+    assert_eq!(enforcer.stats().write_errors, 0);
     let _ = fs::remove_dir_all(&dir);
 }

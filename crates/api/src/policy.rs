@@ -13,7 +13,8 @@ pub enum DenyKind {
     /// Starting a shell (sh, bash, dash, ash, zsh, …), also through busybox.
     #[default]
     Shells,
-    /// Starting any program in `binaries`.
+    /// Starting any program in `binaries`, also as the applet of busybox or toybox
+    /// (`busybox wget` counts as `wget`).
     Binaries,
     /// Starting an executable that is not in the image (written after the container started).
     Drift,
@@ -55,8 +56,9 @@ pub struct PolicyRule {
     pub name: String,
     /// What the rule denies.
     pub deny: DenyKind,
-    /// For deny Binaries: program names (`curl`, matched against the executable and `argv[0]`)
-    /// or absolute path globs (`/opt/tools/*`).
+    /// For deny Binaries: program names (`wget`, matched against the executable's name,
+    /// `argv[0]`'s, and the applet busybox or toybox is asked to run, so that `busybox wget`
+    /// counts as `wget`) or absolute path globs (`/opt/tools/*`, matched against the executable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 4096)))]
     pub binaries: Option<Vec<String>>,

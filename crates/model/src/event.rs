@@ -10,8 +10,10 @@ use crate::net::Protocol;
 /// The process an event is about, as the agent's process table knows it.
 #[derive(Clone, Copy, Debug)]
 pub struct Process<'a> {
-    /// Absolute path of the executable (as the kernel resolved it, so `/bin/sh` may be
-    /// `/bin/busybox`).
+    /// Absolute path of the executable. For a program the agent saw start, the path it was
+    /// started by (`bprm->filename`: links are not resolved, so `/bin/sh` stays `/bin/sh`
+    /// when it links to busybox, and busybox's own re-exec is `/proc/self/exe`); for one
+    /// found in /proc, the target of its `/proc/<pid>/exe` link (`/bin/busybox`).
     pub exe: &'a str,
     /// Arguments, `argv[0]` included.
     pub argv: &'a [String],

@@ -25,16 +25,19 @@ pub const SHELLS: &[&str] = &[
     "yash",
 ];
 
-/// Multi-call binaries that become a shell when asked (`busybox sh`, `toybox sh`).
-const MULTI_CALL: &[&str] = &["busybox", "toybox"];
+/// Multi-call binaries: one executable that runs whichever of its programs (applets) its
+/// arguments name (`busybox wget`, `toybox sh`; see [`applet`]).
+pub const MULTI_CALL: &[&str] = &["busybox", "toybox"];
 
 /// What a rule denies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Deny {
     /// Starting a shell (see [`SHELLS`]), including through busybox.
     Shells,
-    /// Starting any of these programs: a basename (`curl`) matches the executable's or
-    /// `argv[0]`'s basename; a name with a `/` is a glob over the executable path.
+    /// Starting any of these programs: a basename (`wget`) matches the executable's or
+    /// `argv[0]`'s basename, or the applet a multi-call binary runs as (see [`applet`]), so
+    /// that `busybox wget` counts as `wget`; a name with a `/` is a glob over the executable
+    /// path.
     Binaries(Vec<String>),
     /// Starting an executable that is not in the image's layers.
     Drift,
@@ -126,32 +129,45 @@ pub struct ClusterPolicy {
     pub rules: Vec<PolicyRule>,
 }
 
-/// Whether `p` is a shell, directly or through a multi-call binary.
-pub fn is_shell(p: &Process<'_>) -> bool {
-    let exe = p.exe_name();
-    if SHELLS.contains(&exe) {
-        return true;
+/// The applet `p` runs as when its executable is a [`MULTI_CALL`] binary: the last
+/// component of `argv[0]` (a shell found in /proc, whose executable link says
+/// `/bin/busybox` for `/bin/sh`, runs as `sh`; so does `exec -a sh /bin/busybox`), or,
+/// while that names a multi-call binary again, of the next argument (`busybox wget`,
+/// `/bin/busybox wget`, `busybox busybox wget`: busybox hands its arguments down one at a
+/// time).
+///
+/// `None` for any other executable, for a multi-call binary called by its own name alone
+/// (`busybox`), and for an option (`busybox --help wget`, `busybox --list`): a name that
+/// starts with `-` is never an applet. The test is on the last component, not the whole
+/// argument, because busybox takes the last component: `busybox -/wget` runs `wget`.
+pub fn applet<'a>(p: &Process<'a>) -> Option<&'a str> {
+    if !MULTI_CALL.contains(&basename(p.exe)) {
+        return None;
     }
-    // The kernel resolves /bin/sh → /bin/busybox, so the applet is in `argv[0]` (`sh`), or in
-    // argv[1] when busybox is called by its own name (`busybox sh`).
-    if MULTI_CALL.contains(&exe) {
-        let applet = match p.argv0_name() {
-            Some(a) if MULTI_CALL.contains(&a) => p.argv.get(1).map(|s| basename(s)),
-            other => other,
-        };
-        return applet.is_some_and(|a| SHELLS.contains(&a));
-    }
-    false
+    let name = p
+        .argv
+        .iter()
+        .map(|arg| basename(arg))
+        .find(|name| !MULTI_CALL.contains(name))?;
+    (!name.is_empty() && !name.starts_with('-')).then_some(name)
 }
 
+/// Whether `p` is a shell, directly or as the [`applet`] of a multi-call binary.
+pub fn is_shell(p: &Process<'_>) -> bool {
+    SHELLS.contains(&p.exe_name()) || applet(p).is_some_and(|a| SHELLS.contains(&a))
+}
+
+/// Whether `p` is one of the programs `names` denies (see [`Deny::Binaries`]).
 fn is_binary(p: &Process<'_>, names: &[String]) -> bool {
     let exe = p.exe_name();
     let argv0 = p.argv0_name();
+    let applet = applet(p);
     names.iter().any(|n| {
         if n.contains('/') {
             glob_match(n, p.exe)
         } else {
-            exe == n || argv0 == Some(n.as_str())
+            let n = Some(n.as_str());
+            Some(exe) == n || argv0 == n || applet == n
         }
     })
 }
@@ -362,6 +378,104 @@ mod tests {
         );
         let ok = args("curlew");
         assert!(check(&Event::exec(p("/usr/bin/curlew", &ok, 1000)), "app").is_empty());
+    }
+
+    /// The rules of a policy that denies `names` as `Binaries`, broken by `exe` run with
+    /// `argv`.
+    fn binaries_check(names: &[&str], exe: &str, argv: &str) -> Vec<String> {
+        let pol = ClusterPolicy {
+            name: "p".into(),
+            rules: vec![rule(
+                "deny",
+                Deny::Binaries(names.iter().map(|n| (*n).to_owned()).collect()),
+            )],
+            ..ClusterPolicy::default()
+        };
+        let argv = if argv.is_empty() { vec![] } else { args(argv) };
+        let mut out = Vec::new();
+        pol.check("app", &Event::exec(p(exe, &argv, 1000)), &mut out);
+        out.iter().map(|v| v.violation.subject.clone()).collect()
+    }
+
+    #[test]
+    fn a_multi_call_binary_counts_as_the_applet_its_arguments_name() {
+        for (exe, argv) in [
+            ("/bin/busybox", "busybox wget http://x/"),
+            ("/bin/busybox", "/bin/busybox wget http://x/"),
+            ("/usr/bin/toybox", "toybox wget http://x/"),
+            // busybox takes the last component: this runs wget too.
+            ("/bin/busybox", "busybox -/wget http://x/"),
+            ("/bin/busybox", "busybox /usr/bin/wget"),
+            // And hands its arguments down as long as they name busybox.
+            ("/bin/busybox", "busybox busybox wget"),
+            // The applet re-executed through /proc/self/exe, named by argv[0].
+            ("/proc/self/exe", "wget -q http://x/"),
+        ] {
+            assert_eq!(
+                binaries_check(&["wget"], exe, argv),
+                [exe],
+                "{exe} {argv} runs wget"
+            );
+        }
+        for (exe, argv, why) in [
+            ("/bin/busybox", "busybox --list", "an option"),
+            ("/bin/busybox", "busybox --help wget", "help, not a run"),
+            ("/bin/busybox", "busybox", "no applet"),
+            ("/bin/busybox", "", "no arguments"),
+            ("/bin/busybox", "busybox wgetx", "another applet"),
+            ("/bin/busybox", "ls wget", "the applet is ls"),
+            (
+                "/usr/bin/python3",
+                "python3 wget",
+                "not a multi-call binary",
+            ),
+            (
+                "/usr/bin/python3",
+                "busybox wget",
+                "not a multi-call binary",
+            ),
+        ] {
+            assert!(
+                binaries_check(&["wget"], exe, argv).is_empty(),
+                "{exe} {argv}: {why}"
+            );
+        }
+        // Denying the multi-call binary itself still denies every run of it.
+        for argv in ["busybox", "busybox wget", "sh -c id", ""] {
+            assert_eq!(
+                binaries_check(&["busybox"], "/bin/busybox", argv),
+                ["/bin/busybox"],
+                "busybox run as {argv:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_applet_is_named_by_argv0_or_the_arguments_after_the_multi_call_name() {
+        let applet_of = |exe: &str, argv: &str| {
+            let argv = args(argv);
+            applet(&p(exe, &argv, 0)).map(str::to_owned)
+        };
+        assert_eq!(applet_of("/bin/busybox", "sh -c id").as_deref(), Some("sh"));
+        assert_eq!(
+            applet_of("/bin/busybox", "/bin/ash").as_deref(),
+            Some("ash")
+        );
+        assert_eq!(
+            applet_of("/bin/busybox", "busybox toybox sh").as_deref(),
+            Some("sh")
+        );
+        assert_eq!(applet_of("/bin/busybox", "busybox -c id"), None);
+        assert_eq!(applet_of("/bin/busybox", "busybox --install"), None);
+        assert_eq!(applet_of("/bin/busybox", "busybox bin/"), None, "no name");
+        assert_eq!(applet_of("/bin/bash", "sh"), None);
+        // Shells read the applet the same way.
+        let shell = |exe: &str, argv: &str| is_shell(&p(exe, &args(argv), 0));
+        assert!(shell("/bin/busybox", "/bin/busybox sh -c id"));
+        assert!(shell("/bin/busybox", "busybox busybox sh"));
+        assert!(shell("/bin/toybox", "toybox -/bash"));
+        assert!(!shell("/bin/busybox", "busybox --help sh"));
+        assert!(!shell("/usr/bin/python3", "python3 sh"));
     }
 
     #[test]

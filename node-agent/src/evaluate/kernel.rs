@@ -20,8 +20,11 @@
 //! - a deny list comes from the `Binaries` and `Shells` rules with `killProcess` of the
 //!   non-dry-run policies that select the pod ([`add_policy_denies`]), with the policy
 //!   matcher's reading of names: a `Binaries` name matches the executable's last
-//!   component or `argv[0]`'s; a shell is an executable named like one, or the applet a
-//!   multi-call binary is asked to be (`argv[0]`, or `argv[1]` after `busybox`);
+//!   component, `argv[0]`'s, or the applet a multi-call binary is asked to be
+//!   (`herdwatch_model::policy::applet`: `argv[0]`, or `argv[1]` after `busybox`, so
+//!   `busybox wget` is `wget`); a shell is an executable named like one, or such an applet.
+//!   The kernel reads `argv[0]` and `argv[1]` only: the applet of `busybox busybox wget`
+//!   is left to the evaluator;
 //! - only containers of pods the agent has attributed, in its namespace scope and outside
 //!   the protected namespaces, get either.
 //!
@@ -40,16 +43,11 @@ use herdwatch_abi::{
     EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL,
 };
 use herdwatch_model::pattern::{glob_match, is_glob};
-use herdwatch_model::policy::{ClusterPolicy, Deny, SHELLS};
+use herdwatch_model::policy::{ClusterPolicy, Deny, MULTI_CALL, SHELLS};
 use herdwatch_model::BehaviorSet;
 use tracing::{info, warn};
 
 use crate::capture::ExecRuleMaps;
-
-/// Multi-call binaries whose applet is named by their arguments, as the policy matcher
-/// knows them (`herdwatch_model::policy::is_shell`; the test
-/// `multi_call_names_are_the_policy_matchers` keeps the two lists together).
-pub const MULTI_CALL: &[&str] = &["busybox", "toybox"];
 
 /// Namespaces where processes are never killed whatever the agent is told: the same
 /// rule the operator applies to evictions: kube-system, herdwatch's own namespace, and
@@ -141,9 +139,10 @@ pub struct ExecRules {
     /// in, or as `argv[0]`'s (busybox's `wget` runs as `/proc/self/exe` named `wget`).
     pub deny_names: BTreeSet<Vec<u8>>,
     /// Names denied as the executable's last component or as the applet a [`MULTI_CALL`]
-    /// binary is asked to be (the shells: `/bin/sh` → busybox with `argv[0]` `sh`, or
-    /// `busybox sh`). Not as `argv[0]` of any other program: the policy matcher does not
-    /// take `exec -a sh /usr/bin/python3` for a shell.
+    /// binary is asked to be (`/bin/sh` → busybox with `argv[0]` `sh`, `busybox sh`,
+    /// `busybox wget`): the shells, and the `Binaries` names, which are in `deny_names`
+    /// too. A name here alone is not denied as `argv[0]` of any other program: the policy
+    /// matcher does not take `exec -a sh /usr/bin/python3` for a shell.
     pub deny_applets: BTreeSet<Vec<u8>>,
 }
 
@@ -218,9 +217,11 @@ pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut Ex
         if !rule.kill_process || rule.exceptions.containers.iter().any(|c| c == container) {
             continue;
         }
-        let (names, as_applets): (Vec<&str>, bool) = match &rule.deny {
-            Deny::Binaries(names) => (names.iter().map(String::as_str).collect(), false),
-            Deny::Shells => (SHELLS.to_vec(), true),
+        // A `Binaries` name is a program's name wherever it shows; a shell's name counts
+        // as `argv[0]` only for a multi-call binary (as its applet).
+        let (names, as_argv0): (Vec<&str>, bool) = match &rule.deny {
+            Deny::Binaries(names) => (names.iter().map(String::as_str).collect(), true),
+            Deny::Shells => (SHELLS.to_vec(), false),
             // Image layers, uids, exec sessions and peers are not in the exec path.
             Deny::Drift | Deny::Root | Deny::ExecSessions | Deny::EgressOutside(_) => continue,
         };
@@ -241,11 +242,16 @@ pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut Ex
                 // name the arguments give it. An exception (a pattern over whole paths)
                 // may cover some of those directories, which the kernel cannot tell: then
                 // the evaluator decides.
-                let name = name.as_bytes().to_vec();
-                if as_applets {
-                    rules.deny_applets.insert(name);
-                } else {
-                    rules.deny_names.insert(name);
+                if as_argv0 {
+                    rules.deny_names.insert(name.as_bytes().to_vec());
+                }
+                // Every name is also denied as an applet (`busybox wget`), except one the
+                // policy matcher never takes for an applet: one that starts with `-` is an
+                // option (`busybox --help`), and a multi-call name hands the choice on to
+                // the next argument. The kernel compares hashes of whole names, so leaving
+                // these out is all it takes for it to read applets the same way.
+                if !name.starts_with('-') && !MULTI_CALL.contains(&name) {
+                    rules.deny_applets.insert(name.as_bytes().to_vec());
                 }
             }
         }
@@ -414,7 +420,7 @@ pub(crate) mod tests {
     use herdwatch_model::behavior::{Entry, ProcessRule, Rules};
     use herdwatch_model::event::{Event, Process};
     use herdwatch_model::pattern::ArgvPattern;
-    use herdwatch_model::policy::{is_shell, Exceptions, PolicyRule};
+    use herdwatch_model::policy::{Exceptions, PolicyRule};
     use herdwatch_model::response::ResponseAction;
     use std::io;
 
@@ -611,6 +617,11 @@ pub(crate) mod tests {
         let mut r = ExecRules::default();
         add_policy_denies(&p, "app", &mut r);
         assert_eq!(names(&r), ["wget"]);
+        assert_eq!(
+            r.deny_applets,
+            BTreeSet::from([b"wget".to_vec()]),
+            "busybox wget is wget"
+        );
         assert_eq!(r.deny_paths, BTreeSet::from([b"/usr/bin/curl".to_vec()]));
         assert_eq!(r.flags(), ENFORCE_DENY_LIST);
 
@@ -631,31 +642,87 @@ pub(crate) mod tests {
     }
 
     /// Execs whose verdict turns on their arguments: busybox applets, `exec -a`, paths in
-    /// `argv[0]`, and near misses.
+    /// `argv[0]`, options, and near misses.
     fn runs() -> Vec<(String, Vec<String>)> {
         vec![
             run("/proc/self/exe", &["wget", "-q", "http://x/"]),
             run("/proc/self/exe", &["/usr/bin/wget"]),
             run("/proc/self/exe", &["wgetx"]),
             run("/proc/self/exe", &["sh", "-c", "id"]),
+            run("/proc/self/exe", &["busybox", "wget"]),
             run("/usr/bin/wget", &["fetch"]),
             run("/usr/bin/python3", &["wget"]),
+            run("/usr/bin/python3", &["python3", "wget"]),
             run("/usr/bin/python3", &["sh"]),
             run("/usr/bin/python3", &["busybox", "sh"]),
+            run("/usr/bin/python3", &["busybox", "wget"]),
             run("/bin/busybox", &["sh", "-c", "id"]),
             run("/bin/busybox", &["/bin/ash"]),
             run("/bin/busybox", &["busybox", "sh"]),
             run("/bin/toybox", &["toybox", "bash"]),
             run("/bin/busybox", &["busybox", "ls"]),
             run("/bin/busybox", &["busybox", "wget"]),
+            run("/bin/busybox", &["/bin/busybox", "wget", "http://x/"]),
+            run("/bin/toybox", &["toybox", "wget"]),
+            run("/bin/busybox", &["busybox", "/usr/bin/wget"]),
+            run("/bin/busybox", &["busybox", "-/wget"]),
+            run("/bin/busybox", &["busybox", "-wget"]),
+            run("/bin/busybox", &["busybox", "--list"]),
+            run("/bin/busybox", &["busybox", "--help", "wget"]),
+            run("/bin/busybox", &["busybox", "toybox"]),
+            run("/bin/busybox", &["toybox", "-x"]),
             run("/bin/busybox", &["busybox"]),
             run("/bin/busybox", &["ls", "-l"]),
+            run("/bin/busybox", &["ls", "wget"]),
             run("/bin/busybox", &["wget"]),
+            run("/bin/busybox", &["-wget"]),
             run("/bin/busybox", &[]),
             run("/bin/bash", &[]),
             run("/bin/true", &["", "sh"]),
             run("/opt/busybox", &["", "sh"]),
+            run("/opt/busybox", &["busybox", ""]),
         ]
+    }
+
+    /// Runs every exec of [`runs`] through the policy matcher and through the kernel's
+    /// logic on the maps `p` gives cgroup 10, requires the same verdict, and returns the
+    /// execs killed (`exe argv...`).
+    fn kernel_and_matcher_agree(p: &ClusterPolicy) -> Vec<String> {
+        let mut r = ExecRules::default();
+        add_policy_denies(p, "app", &mut r);
+        let mut maps = MemMaps::default();
+        KernelEnforcer::new().sync(&mut maps, &BTreeMap::from([(10, Arc::new(r))]));
+
+        let mut killed = Vec::new();
+        for (exe, argv) in runs() {
+            let model_kills = matcher_kills(p, &exe, &argv);
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let kernel_kills = maps.kills_run(10, exe.as_bytes(), &args);
+            assert_eq!(
+                kernel_kills, model_kills,
+                "{exe} {argv:?}: the kernel and the policy matcher disagree"
+            );
+            if kernel_kills {
+                killed.push(format!("{exe} {}", argv.join(" ")));
+            }
+        }
+        killed
+    }
+
+    fn matcher_kills(p: &ClusterPolicy, exe: &str, argv: &[String]) -> bool {
+        let mut found = Vec::new();
+        p.check(
+            "app",
+            &Event::exec(Process {
+                exe,
+                argv,
+                uid: 1000,
+                exec_session: false,
+                in_image: Some(true),
+            }),
+            &mut found,
+        );
+        found.iter().any(|v| v.kill_process)
     }
 
     #[test]
@@ -669,36 +736,7 @@ pub(crate) mod tests {
             ),
             rule("shells", Deny::Shells, true, Exceptions::default()),
         ]);
-        let mut r = ExecRules::default();
-        add_policy_denies(&p, "app", &mut r);
-        let mut maps = MemMaps::default();
-        KernelEnforcer::new().sync(&mut maps, &BTreeMap::from([(10, Arc::new(r))]));
-
-        let mut killed = Vec::new();
-        for (exe, argv) in runs() {
-            let mut found = Vec::new();
-            p.check(
-                "app",
-                &Event::exec(Process {
-                    exe: &exe,
-                    argv: &argv,
-                    uid: 1000,
-                    exec_session: false,
-                    in_image: Some(true),
-                }),
-                &mut found,
-            );
-            let model_kills = found.iter().any(|v| v.kill_process);
-            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let kernel_kills = maps.kills_run(10, exe.as_bytes(), &args);
-            assert_eq!(
-                kernel_kills, model_kills,
-                "{exe} {argv:?}: the kernel and the policy matcher disagree"
-            );
-            if kernel_kills {
-                killed.push(format!("{exe} {}", argv.join(" ")));
-            }
-        }
+        let killed = kernel_and_matcher_agree(&p);
         // The cases that show the reading, so that the comparison cannot pass on nothing.
         for expected in [
             "/proc/self/exe wget -q http://x/",
@@ -707,6 +745,12 @@ pub(crate) mod tests {
             "/bin/busybox sh -c id",
             "/bin/busybox busybox sh",
             "/bin/toybox toybox bash",
+            // A `Binaries` name as the applet of a multi-call binary.
+            "/bin/busybox busybox wget",
+            "/bin/busybox /bin/busybox wget http://x/",
+            "/bin/toybox toybox wget",
+            "/bin/busybox busybox /usr/bin/wget",
+            "/bin/busybox busybox -/wget",
         ] {
             assert!(
                 killed.iter().any(|k| k == expected),
@@ -717,32 +761,80 @@ pub(crate) mod tests {
             "/proc/self/exe wgetx",
             "/proc/self/exe sh -c id",
             "/usr/bin/python3 sh",
+            "/usr/bin/python3 python3 wget",
+            "/usr/bin/python3 busybox wget",
             "/bin/busybox busybox ls",
             "/bin/busybox ls -l",
+            "/bin/busybox ls wget",
+            "/bin/busybox busybox --list",
+            "/bin/busybox busybox --help wget",
+            "/bin/busybox busybox",
         ] {
             assert!(!killed.iter().any(|k| k == spared), "{spared}: {killed:?}");
         }
     }
 
     #[test]
-    fn multi_call_names_are_the_policy_matchers() {
-        let argv = vec!["sh".to_owned()];
-        let is_shell_exe = |exe: &str| {
-            is_shell(&Process {
-                exe,
-                argv: &argv,
-                uid: 1000,
-                exec_session: false,
-                in_image: Some(true),
-            })
-        };
-        for name in MULTI_CALL {
+    fn names_that_are_options_or_multi_call_binaries_are_not_applets_in_the_kernel_either() {
+        let p = policy(vec![rule(
+            "odd-names",
+            Deny::Binaries(vec!["wget".into(), "-wget".into(), "toybox".into()]),
+            true,
+            Exceptions::default(),
+        )]);
+        let mut r = ExecRules::default();
+        add_policy_denies(&p, "app", &mut r);
+        assert_eq!(names(&r), ["-wget", "toybox", "wget"]);
+        assert_eq!(r.deny_applets, BTreeSet::from([b"wget".to_vec()]));
+
+        let killed = kernel_and_matcher_agree(&p);
+        for expected in [
+            // By their own name and as `argv[0]`, as any `Binaries` name.
+            "/bin/busybox -wget",
+            "/bin/busybox toybox -x",
+            "/bin/toybox toybox bash",
+            "/bin/busybox busybox wget",
+        ] {
             assert!(
-                is_shell_exe(&format!("/bin/{name}")),
-                "{name} runs its applet sh"
+                killed.iter().any(|k| k == expected),
+                "{expected}: {killed:?}"
             );
         }
-        assert!(!is_shell_exe("/bin/multicall"));
+        for spared in ["/bin/busybox busybox -wget", "/bin/busybox busybox toybox"] {
+            assert!(!killed.iter().any(|k| k == spared), "{spared}: {killed:?}");
+        }
+    }
+
+    #[test]
+    fn applets_named_past_argv1_are_killed_from_user_space_only() {
+        // busybox hands `busybox busybox wget` down to wget; the kernel reads the names of
+        // `argv[0]` and `argv[1]` only, so it lets the exec through and the evaluator
+        // kills it. The other way round (the kernel killing what the evaluator would not)
+        // must never happen: `kernel_and_matcher_agree` covers that.
+        let p = policy(vec![
+            rule(
+                "fetchers",
+                Deny::Binaries(vec!["wget".into()]),
+                true,
+                Exceptions::default(),
+            ),
+            rule("shells", Deny::Shells, true, Exceptions::default()),
+        ]);
+        let mut r = ExecRules::default();
+        add_policy_denies(&p, "app", &mut r);
+        let mut maps = MemMaps::default();
+        KernelEnforcer::new().sync(&mut maps, &BTreeMap::from([(10, Arc::new(r))]));
+        for (exe, argv) in [
+            run("/bin/busybox", &["busybox", "busybox", "wget"]),
+            run("/bin/busybox", &["busybox", "toybox", "sh"]),
+        ] {
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            assert!(matcher_kills(&p, &exe, &argv), "{exe} {argv:?}");
+            assert!(
+                !maps.kills_run(10, exe.as_bytes(), &args),
+                "{exe} {argv:?}: the kernel does not read argv[2]"
+            );
+        }
     }
 
     #[test]
@@ -761,7 +853,7 @@ pub(crate) mod tests {
         assert_eq!(
             name_key(&maps, "busybox"),
             0,
-            "no shells denied: no multi-call keys"
+            "no applets denied: no multi-call keys"
         );
         let mut maps = MemMaps::default();
         let shells = ExecRules {
