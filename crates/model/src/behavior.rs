@@ -183,8 +183,12 @@ pub trait Rule: Clone + fmt::Debug + fmt::Display + PartialEq {
 }
 
 /// A process rule: an executable, optionally restricted to an argument pattern and a user id.
-/// Learned entries carry the exact executable and uid and no argument pattern; a hand-written
-/// one may narrow with `argv` or widen with a glob in `exe` or no `uid` (any user).
+/// Learned entries carry the exact executable and uid, and no argument pattern except for a
+/// multi-call binary (busybox, or its re-execution as `/proc/self/exe`), whose pattern pins
+/// the arguments that choose the applet (see [`crate::policy::applet_pattern`]): one entry
+/// per applet. A hand-written one may narrow with `argv` or widen with a glob in `exe` or no
+/// `uid` (any user). Entries that differ only in `argv` are distinct entries; an executable
+/// is allowed when any of its entries allows the run.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessRule {

@@ -15,6 +15,7 @@ use crate::behavior::{Access, BehaviorSet, Category, EgressRule};
 use crate::event::{Event, EventKind, Process};
 use crate::net::Protocol;
 use crate::pattern::{glob_match, is_glob, ArgvPattern};
+use crate::policy::applet_pattern;
 
 /// Which rule an event broke.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -161,7 +162,10 @@ impl ProfileIndex {
     }
 
     /// Whether the profile allows `process` to run as `uid`; `argv` is checked when given
-    /// (an exec), and not for a later uid change.
+    /// (an exec), and not for a later uid change: any entry of the executable with that uid
+    /// allows the change, whatever its argument pattern (learning gives the entry of a uid
+    /// change the pattern of the program that made it, so that it allows no other applet of
+    /// a multi-call binary to start as that uid).
     pub fn allows_process(&self, exe: &str, uid: u32, argv: Option<&[String]>) -> bool {
         if let Some(ms) = self.exe_exact.get(exe) {
             if ms.iter().any(|m| m.allows(uid, argv)) {
@@ -228,10 +232,12 @@ impl ProfileIndex {
                 if self.allows_process(p.exe, p.uid, Some(p.argv)) {
                     Verdict::Allowed
                 } else if self.allows_process(p.exe, p.uid, None) {
-                    miss(
-                        Category::Processes,
-                        format!("{} [{}]", p.exe, ArgvPattern(p.argv.to_vec())),
-                    )
+                    // A multi-call binary is named by the arguments that choose its applet,
+                    // as learning records them: `busybox nc` with any arguments is one
+                    // violation, and the subject is the entry that would allow it.
+                    let argv = applet_pattern(p.exe, p.argv)
+                        .unwrap_or_else(|| ArgvPattern(p.argv.to_vec()));
+                    miss(Category::Processes, format!("{} [{argv}]", p.exe))
                 } else {
                     miss(Category::Processes, format!("{} as uid {}", p.exe, p.uid))
                 }
@@ -384,6 +390,146 @@ mod tests {
             }
             Verdict::Allowed => panic!("argv outside the pattern must be a violation"),
         }
+    }
+
+    /// A profile learned from `execs` (`exe`, arguments, uid) and from uid changes
+    /// (`exe`, arguments, new uid) by the model's own learning.
+    fn learned_from(
+        execs: &[(&str, &str, u32)],
+        uid_changes: &[(&str, &str, u32)],
+    ) -> ProfileIndex {
+        use crate::observation::{Observation, WorkloadKey};
+        use crate::sketch::ReplicaId;
+        use crate::time::Timestamp;
+        let key = WorkloadKey {
+            namespace: "shop".into(),
+            owner_kind: "Deployment".into(),
+            owner_name: "web".into(),
+            container: "web".into(),
+        };
+        let mut o = Observation::new(key, "sha256:aa", "node-1", Timestamp(0));
+        fn learn(o: &mut Observation, exe: &str, argv: &str, kind: EventKind<'_>, uid: u32) {
+            let argv = args(argv);
+            let event = Event {
+                process: proc(exe, &argv, uid),
+                kind,
+            };
+            o.observe(&event, ReplicaId(1), Timestamp(1), &crate::Limits::DEFAULT);
+        }
+        for &(exe, argv, uid) in execs {
+            learn(&mut o, exe, argv, EventKind::Exec, uid);
+        }
+        for &(exe, argv, uid) in uid_changes {
+            learn(&mut o, exe, argv, EventKind::SetUid { uid }, 0);
+        }
+        ProfileIndex::build(&o.behavior)
+    }
+
+    fn verdict(idx: &ProfileIndex, exe: &str, argv: &str, uid: u32) -> Result<(), String> {
+        let argv = args(argv);
+        match idx.check(&Event::exec(proc(exe, &argv, uid))) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Violation(v) => Err(v.subject),
+        }
+    }
+
+    #[test]
+    fn a_learned_multi_call_binary_allows_its_applets_and_no_other() {
+        let idx = learned_from(
+            &[
+                ("/bin/busybox", "sh -c ./start.sh", 0),
+                ("/proc/self/exe", "httpd -f -p 8080", 0),
+                ("/bin/httpd", "httpd -f", 33),
+            ],
+            &[],
+        );
+        // The learned applets, with any arguments.
+        assert_eq!(verdict(&idx, "/bin/busybox", "sh", 0), Ok(()));
+        assert_eq!(
+            verdict(&idx, "/bin/busybox", "sh -c exec ./other", 0),
+            Ok(())
+        );
+        assert_eq!(verdict(&idx, "/proc/self/exe", "httpd -p 80", 0), Ok(()));
+        // Other applets of the same binaries: violations named by the applet, so that runs
+        // with other arguments are the same violation.
+        assert_eq!(
+            verdict(&idx, "/bin/busybox", "busybox nc 203.0.113.5 4444", 0),
+            Err("/bin/busybox [busybox nc **]".into())
+        );
+        assert_eq!(
+            verdict(&idx, "/bin/busybox", "busybox nc 203.0.113.5 4445", 0),
+            Err("/bin/busybox [busybox nc **]".into())
+        );
+        assert_eq!(
+            verdict(&idx, "/proc/self/exe", "nc -e /bin/sh", 0),
+            Err("/proc/self/exe [nc **]".into())
+        );
+        assert_eq!(
+            verdict(&idx, "/proc/self/exe", "wget -q http://x/", 0),
+            Err("/proc/self/exe [wget **]".into())
+        );
+        assert_eq!(
+            verdict(&idx, "/bin/busybox", "busybox sh", 0),
+            Err("/bin/busybox [busybox sh **]".into()),
+            "the arguments that chose sh differ from those learned"
+        );
+        assert_eq!(
+            verdict(&idx, "/bin/busybox", "sh", 1000),
+            Err("/bin/busybox as uid 1000".into())
+        );
+        // Other executables are learned as before: any arguments.
+        assert_eq!(verdict(&idx, "/bin/httpd", "httpd -h /tmp", 33), Ok(()));
+        assert_eq!(verdict(&idx, "/bin/httpd", "wget", 33), Ok(()));
+        assert_eq!(
+            verdict(&idx, "/bin/wget", "wget", 33),
+            Err("/bin/wget as uid 33".into())
+        );
+    }
+
+    #[test]
+    fn a_learned_uid_change_of_a_multi_call_binary_allows_no_other_applet() {
+        let idx = learned_from(
+            &[("/bin/busybox", "su app -c id", 0)],
+            &[("/bin/busybox", "su app -c id", 1000)],
+        );
+        let change = |argv: &str| {
+            let argv = args(argv);
+            idx.check(&Event {
+                process: proc("/bin/busybox", &argv, 0),
+                kind: EventKind::SetUid { uid: 1000 },
+            })
+        };
+        assert!(change("su app -c id").is_allowed());
+        // Uid changes are judged without arguments: the exec is where the applet counts.
+        assert!(change("busybox nc").is_allowed());
+        assert_eq!(verdict(&idx, "/bin/busybox", "su other", 1000), Ok(()));
+        assert_eq!(
+            verdict(&idx, "/bin/busybox", "nc -l -p 4444", 1000),
+            Err("/bin/busybox [nc **]".into()),
+            "the uid change allows no other applet to start as that uid"
+        );
+    }
+
+    #[test]
+    fn entries_with_and_without_argument_patterns_for_one_executable_add_up() {
+        let mut s = BehaviorSet::new();
+        s.processes = Rules::from_entries([
+            Entry::manual(ProcessRule {
+                exe: "/bin/busybox".into(),
+                argv: Some(ArgvPattern(vec!["sh".into(), "**".into()])),
+                uid: Some(0),
+            }),
+            Entry::manual(ProcessRule {
+                exe: "/bin/busybox".into(),
+                argv: None,
+                uid: Some(1000),
+            }),
+        ]);
+        assert_eq!(s.processes.len(), 2, "two entries, not one");
+        let idx = ProfileIndex::build(&s);
+        assert_eq!(verdict(&idx, "/bin/busybox", "sh -c id", 0), Ok(()));
+        assert!(verdict(&idx, "/bin/busybox", "nc", 0).is_err());
+        assert_eq!(verdict(&idx, "/bin/busybox", "nc", 1000), Ok(()));
     }
 
     #[test]

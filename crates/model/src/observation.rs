@@ -32,8 +32,9 @@ use crate::behavior::{
     Access, BehaviorSet, EgressRule, Entry, FileRule, Limits, ListenRule, Merged, ProcessRule,
     Rule, Rules, Seen, SyscallRule,
 };
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Process};
 use crate::net::Cidr;
+use crate::policy::applet_pattern;
 use crate::sketch::{fnv1a64, ReplicaId, WorkloadReplicas};
 use crate::time::Timestamp;
 
@@ -115,6 +116,21 @@ fn looks_generated(component: &str) -> bool {
         .all(|b| b.is_ascii_hexdigit() || b == b'-');
     (!component.is_empty() && digits == component.len())
         || (component.len() >= 12 && hexish && digits > 0)
+}
+
+/// The process entry learning records for `p` running as `uid`: its exact executable and
+/// uid, and for a multi-call binary the arguments that choose its applet
+/// ([`applet_pattern`]), so that a profile that saw `busybox sh` allows `sh` with any
+/// arguments but not `busybox nc`. A uid change records the same pattern as the exec of the
+/// program that made it: uid changes are judged without arguments, so the entry allows the
+/// change whatever the pattern, while an entry without one would allow every applet to run
+/// as the new uid.
+fn learned_process(p: &Process<'_>, uid: u32) -> ProcessRule {
+    ProcessRule {
+        exe: p.exe.to_owned(),
+        argv: applet_pattern(p.exe, p.argv),
+        uid: Some(uid),
+    }
 }
 
 fn unmap(ip: IpAddr) -> IpAddr {
@@ -242,22 +258,14 @@ impl Observation {
         let merged = match event.kind {
             EventKind::Exec => observe_rule(
                 &mut b.processes,
-                ProcessRule {
-                    exe: p.exe.to_owned(),
-                    argv: None,
-                    uid: Some(p.uid),
-                },
+                learned_process(p, p.uid),
                 now,
                 replica,
                 limits.processes,
             ),
             EventKind::SetUid { uid } => observe_rule(
                 &mut b.processes,
-                ProcessRule {
-                    exe: p.exe.to_owned(),
-                    argv: None,
-                    uid: Some(uid),
-                },
+                learned_process(p, uid),
                 now,
                 replica,
                 limits.processes,
@@ -450,6 +458,108 @@ mod tests {
             "wider access is material"
         );
         assert_eq!(o.newest_entry(), Some(Timestamp(1400)));
+    }
+
+    fn learned(o: &Observation) -> Vec<String> {
+        o.behavior
+            .processes
+            .entries()
+            .iter()
+            .map(|e| e.rule.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn multi_call_binaries_are_learned_per_applet() {
+        let mut o = obs();
+        let l = Limits::DEFAULT;
+        for (exe, argv, uid) in [
+            ("/bin/busybox", "sh -c x", 0),
+            ("/bin/busybox", "sh -c y", 0),
+            ("/bin/busybox", "busybox wget http://x/", 0),
+            ("/proc/self/exe", "wget -q http://x/", 0),
+            ("/bin/busybox", "-sh", 0),
+            ("/usr/sbin/httpd", "httpd -f -p 8080", 33),
+            ("/bin/sh", "sh -c x", 0),
+        ] {
+            let argv: Vec<String> = argv.split(' ').map(str::to_owned).collect();
+            let p = Process {
+                exe,
+                argv: &argv,
+                uid,
+                exec_session: false,
+                in_image: Some(true),
+            };
+            o.observe(&Event::exec(p), ReplicaId(1), Timestamp(10), &l);
+        }
+        assert_eq!(
+            learned(&o),
+            [
+                "/bin/busybox [-sh **] as uid 0",
+                "/bin/busybox [busybox wget **] as uid 0",
+                "/bin/busybox [sh **] as uid 0",
+                // Not a multi-call name: learned as before, whatever it links to.
+                "/bin/sh as uid 0",
+                "/proc/self/exe [wget **] as uid 0",
+                "/usr/sbin/httpd as uid 33",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_uid_change_is_learned_with_the_applet_of_the_program_that_made_it() {
+        let mut o = obs();
+        let l = Limits::DEFAULT;
+        let su = vec!["su".to_owned(), "app".to_owned()];
+        let nginx = vec!["nginx".to_owned()];
+        for (exe, argv) in [("/bin/busybox", &su), ("/usr/sbin/nginx", &nginx)] {
+            let ev = Event {
+                process: Process {
+                    exe,
+                    argv,
+                    uid: 0,
+                    exec_session: false,
+                    in_image: Some(true),
+                },
+                kind: EventKind::SetUid { uid: 1000 },
+            };
+            assert!(o.observe(&ev, ReplicaId(1), Timestamp(10), &l));
+        }
+        assert_eq!(
+            learned(&o),
+            [
+                "/bin/busybox [su **] as uid 1000",
+                "/usr/sbin/nginx as uid 1000"
+            ]
+        );
+    }
+
+    #[test]
+    fn applet_entries_count_against_the_process_limit() {
+        let mut o = obs();
+        let limits = Limits {
+            processes: 2,
+            ..Limits::DEFAULT
+        };
+        for applet in ["sh", "ls", "wget", "sh"] {
+            let argv = vec![applet.to_owned()];
+            let p = Process {
+                exe: "/bin/busybox",
+                argv: &argv,
+                uid: 0,
+                exec_session: false,
+                in_image: Some(true),
+            };
+            o.observe(&Event::exec(p), ReplicaId(1), Timestamp(10), &limits);
+        }
+        assert_eq!(
+            learned(&o),
+            [
+                "/bin/busybox [ls **] as uid 0",
+                "/bin/busybox [sh **] as uid 0"
+            ]
+        );
+        assert_eq!(o.dropped, 1, "wget did not fit; sh again is known");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! itself. A token that is exactly `**` matches any number of whole arguments, including
 //! none. So `["python3", "-m", "*"]` allows `python3 -m http.server` but not
 //! `python3 -c 'code'`, and `["nginx", "**"]` allows nginx with any arguments.
+//!
+//! Learning writes patterns too, for multi-call binaries: `["sh", "**"]` for busybox run as
+//! `sh` (see [`crate::policy::applet_pattern`]), with arguments turned into tokens by
+//! [`literal_token`].
 
 use std::fmt;
 
@@ -43,6 +47,37 @@ pub fn is_glob(s: &str) -> bool {
     s.contains(['*', '?'])
 }
 
+/// The token that matches any number of whole arguments, including none.
+pub const ANY_ARGUMENTS: &str = "**";
+
+/// Most tokens an argument pattern may have: the CRD schema's `maxItems` for `argv`.
+pub const MAX_TOKENS: usize = 64;
+
+/// Longest token, in bytes: the CRD schema's `maxLength` for an `argv` item (which counts
+/// characters, never more than bytes).
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// A token that matches the argument `arg`, for a pattern learned from an observed argument
+/// list. The syntax has no escapes, so a `*` or `?` in `arg` becomes `?`: the token then also
+/// matches arguments of the same length that differ in those bytes, which is the least it
+/// can over-match (a `**` argument becomes `??`, one argument of two bytes). An argument
+/// longer than [`MAX_TOKEN_LEN`] is cut, and the token ends in `*` so that it still matches.
+pub fn literal_token(arg: &str) -> String {
+    let mut token: String = arg
+        .chars()
+        .map(|c| if matches!(c, '*' | '?') { '?' } else { c })
+        .collect();
+    if token.len() > MAX_TOKEN_LEN {
+        let mut cut = MAX_TOKEN_LEN - 1;
+        while !token.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        token.truncate(cut);
+        token.push('*');
+    }
+    token
+}
+
 /// A pattern over a whole argument list (`argv[0]` included).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -58,7 +93,7 @@ impl ArgvPattern {
 fn match_tokens<S: AsRef<str>>(tokens: &[String], argv: &[S]) -> bool {
     match tokens.split_first() {
         None => argv.is_empty(),
-        Some((tok, rest)) if tok == "**" => {
+        Some((tok, rest)) if tok == ANY_ARGUMENTS => {
             (0..=argv.len()).any(|skip| match_tokens(rest, &argv[skip..]))
         }
         Some((tok, rest)) => match argv.split_first() {
@@ -101,6 +136,29 @@ mod tests {
         assert!(!glob_match("a*b*c", "axxbyy"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn literal_tokens_match_their_argument_and_stay_within_the_schema() {
+        for arg in ["wget", "", "-/wget", "a*b", "w?et", "**", "é*"] {
+            let token = literal_token(arg);
+            assert!(glob_match(&token, arg), "{arg:?} → {token:?}");
+            assert!(
+                ArgvPattern(vec![token.clone()]).matches(&[arg]),
+                "{arg:?} → {token:?}"
+            );
+        }
+        assert_eq!(literal_token("wget"), "wget");
+        assert_eq!(literal_token("a*b"), "a?b");
+        assert!(!glob_match(&literal_token("a*b"), "anything-b"));
+        let double_star = ArgvPattern(vec![literal_token("**")]);
+        assert!(!double_star.matches(&["nc", "-l"]), "not any arguments");
+        assert!(!double_star.matches::<&str>(&[]));
+
+        let long = "é".repeat(MAX_TOKEN_LEN);
+        let token = literal_token(&long);
+        assert!(token.len() <= MAX_TOKEN_LEN && token.ends_with('*'));
+        assert!(glob_match(&token, &long));
     }
 
     fn argv(s: &str) -> Vec<String> {

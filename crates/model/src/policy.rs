@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{basename, Event, EventKind, Process};
 use crate::matching::{RuleRef, Violation};
 use crate::net::Cidr;
-use crate::pattern::glob_match;
+use crate::pattern::{glob_match, literal_token, ArgvPattern, ANY_ARGUMENTS, MAX_TOKENS};
 use crate::response::ResponseAction;
 use crate::selector::LabelSelector;
 
@@ -129,27 +129,86 @@ pub struct ClusterPolicy {
     pub rules: Vec<PolicyRule>,
 }
 
+/// The name a multi-call binary reads in argument `index` of its `argv`: the last path
+/// component, after dropping one leading `-` from `argv[0]`, which busybox does for the
+/// login-shell convention (`exec -a -sh /bin/busybox` is a login shell, run as `sh`). Later
+/// arguments keep theirs: `busybox -sh` asks for an applet named `-sh`, which does not exist.
+fn multi_call_name(index: usize, arg: &str) -> &str {
+    let arg = if index == 0 {
+        arg.strip_prefix('-').unwrap_or(arg)
+    } else {
+        arg
+    };
+    basename(arg)
+}
+
+/// The position in `argv` of the argument a [`MULTI_CALL`] binary takes its applet from: the
+/// first whose name is not a multi-call binary's own (busybox hands its arguments down one
+/// at a time while they name busybox). `None` when every argument names one, or there are
+/// none. What that argument asks for may still be no applet: see [`applet`].
+pub fn applet_position<S: AsRef<str>>(argv: &[S]) -> Option<usize> {
+    argv.iter()
+        .enumerate()
+        .position(|(i, arg)| !MULTI_CALL.contains(&multi_call_name(i, arg.as_ref())))
+}
+
 /// The applet `p` runs as when its executable is a [`MULTI_CALL`] binary: the last
 /// component of `argv[0]` (a shell found in /proc, whose executable link says
-/// `/bin/busybox` for `/bin/sh`, runs as `sh`; so does `exec -a sh /bin/busybox`), or,
-/// while that names a multi-call binary again, of the next argument (`busybox wget`,
-/// `/bin/busybox wget`, `busybox busybox wget`: busybox hands its arguments down one at a
-/// time).
+/// `/bin/busybox` for `/bin/sh`, runs as `sh`; so does `exec -a sh /bin/busybox`, and
+/// `exec -a -sh /bin/busybox`, a login shell), or, while that names a multi-call binary
+/// again, of the next argument (`busybox wget`, `/bin/busybox wget`, `busybox busybox
+/// wget`: see [`applet_position`]).
 ///
 /// `None` for any other executable, for a multi-call binary called by its own name alone
 /// (`busybox`), and for an option (`busybox --help wget`, `busybox --list`): a name that
-/// starts with `-` is never an applet. The test is on the last component, not the whole
-/// argument, because busybox takes the last component: `busybox -/wget` runs `wget`.
+/// starts with `-` (after the one `argv[0]` may drop) is never an applet. The test is on the
+/// last component, not the whole argument, because busybox takes the last component:
+/// `busybox -/wget` runs `wget`.
 pub fn applet<'a>(p: &Process<'a>) -> Option<&'a str> {
     if !MULTI_CALL.contains(&basename(p.exe)) {
         return None;
     }
-    let name = p
-        .argv
-        .iter()
-        .map(|arg| basename(arg))
-        .find(|name| !MULTI_CALL.contains(name))?;
+    let position = applet_position(p.argv)?;
+    let name = multi_call_name(position, &p.argv[position]);
     (!name.is_empty() && !name.starts_with('-')).then_some(name)
+}
+
+/// The path busybox re-executes itself through to run an applet in a child (its shell runs
+/// `wget` as `/proc/self/exe` with `argv[0]` `wget`). The exec event keeps this path, so it
+/// does not say which program it is: only `argv[0]` does.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
+/// The pattern of the arguments that choose what an exec of `exe` with `argv` runs, when
+/// they choose it: for a [`MULTI_CALL`] binary and for [`SELF_EXE`], the arguments up to and
+/// including the one that names the applet ([`applet_position`]), then `**` for any
+/// arguments after it (`busybox sh -c x` → `sh **`; `busybox wget u` → `busybox wget **`;
+/// `/proc/self/exe wget -q u` → `wget **`). When no argument names one, the whole argument
+/// list (`busybox` alone → `busybox`; no arguments → the empty pattern, which matches only
+/// an empty list). `None` for every other executable, whose arguments do not change which
+/// program runs.
+///
+/// Learning records this pattern (so a profile that saw `busybox sh` does not allow
+/// `busybox nc`), and a profile miss names it, so that repeats with other arguments are one
+/// violation. The arguments become tokens with [`literal_token`], and the pattern stays
+/// within [`MAX_TOKENS`]: past that many multi-call names the rest is left to `**`.
+pub fn applet_pattern<S: AsRef<str>>(exe: &str, argv: &[S]) -> Option<ArgvPattern> {
+    if exe != SELF_EXE && !MULTI_CALL.contains(&basename(exe)) {
+        return None;
+    }
+    let (chosen, any_after) = match applet_position(argv) {
+        Some(position) => (&argv[..=position], true),
+        None => (argv, false),
+    };
+    let (pinned, any_after) = if any_after || chosen.len() > MAX_TOKENS {
+        (&chosen[..chosen.len().min(MAX_TOKENS - 1)], true)
+    } else {
+        (chosen, false)
+    };
+    let mut tokens: Vec<String> = pinned.iter().map(|a| literal_token(a.as_ref())).collect();
+    if any_after {
+        tokens.push(ANY_ARGUMENTS.to_owned());
+    }
+    Some(ArgvPattern(tokens))
 }
 
 /// Whether `p` is a shell, directly or as the [`applet`] of a multi-call binary.
@@ -241,6 +300,7 @@ impl ClusterPolicy {
 mod tests {
     use super::*;
     use crate::net::Protocol;
+    use crate::pattern::MAX_TOKEN_LEN;
     use crate::selector::{Operator, Requirement};
 
     fn rule(name: &str, deny: Deny) -> PolicyRule {
@@ -476,6 +536,152 @@ mod tests {
         assert!(shell("/bin/toybox", "toybox -/bash"));
         assert!(!shell("/bin/busybox", "busybox --help sh"));
         assert!(!shell("/usr/bin/python3", "python3 sh"));
+    }
+
+    #[test]
+    fn argv0_drops_one_leading_dash_as_busybox_does_for_login_shells() {
+        let applet_of = |exe: &str, argv: &str| {
+            let argv = args(argv);
+            applet(&p(exe, &argv, 0)).map(str::to_owned)
+        };
+        assert_eq!(applet_of("/bin/busybox", "-sh").as_deref(), Some("sh"));
+        assert_eq!(
+            applet_of("/bin/busybox", "-/bin/ash -c id").as_deref(),
+            Some("ash")
+        );
+        assert_eq!(
+            applet_of("/bin/busybox", "-busybox wget").as_deref(),
+            Some("wget"),
+            "-busybox is busybox: the applet is the next argument"
+        );
+        assert_eq!(applet_of("/bin/busybox", "--sh"), None, "one dash only");
+        assert_eq!(applet_of("/bin/busybox", "-"), None, "no name left");
+        assert_eq!(
+            applet_of("/bin/busybox", "/bin/-sh"),
+            None,
+            "a dash on the name"
+        );
+        assert_eq!(
+            applet_of("/bin/busybox", "busybox -sh"),
+            None,
+            "argv[0] only: later arguments starting with - are options"
+        );
+        assert_eq!(applet_position(&args("-busybox busybox -sh")), Some(2));
+        assert_eq!(applet_position(&args("busybox -busybox sh")), Some(1));
+
+        let shell = |exe: &str, argv: &str| is_shell(&p(exe, &args(argv), 0));
+        assert!(shell("/bin/busybox", "-sh"));
+        assert!(shell("/bin/toybox", "-bash --login"));
+        assert!(!shell("/usr/bin/python3", "-sh"), "not a multi-call binary");
+        assert_eq!(
+            check(&Event::exec(p("/bin/busybox", &args("-sh"), 1000)), "app"),
+            vec!["policy/baseline/no-shells=/bin/busybox"]
+        );
+        assert_eq!(
+            binaries_check(&["wget"], "/bin/busybox", "-wget http://x/"),
+            ["/bin/busybox"]
+        );
+    }
+
+    #[test]
+    fn the_applet_pattern_pins_the_arguments_that_choose_the_applet() {
+        let pattern = |exe: &str, argv: &[&str]| {
+            applet_pattern(exe, argv)
+                .map(|p| p.0.iter().map(String::as_str).collect::<Vec<_>>().join(" "))
+        };
+        for (exe, argv, expected) in [
+            ("/bin/busybox", &["sh", "-c", "x"][..], "sh **"),
+            ("/bin/busybox", &["busybox", "wget", "u"], "busybox wget **"),
+            ("/proc/self/exe", &["wget", "-q", "u"], "wget **"),
+            ("/bin/busybox", &[], ""),
+            ("/bin/busybox", &["busybox"], "busybox"),
+            (
+                "/bin/busybox",
+                &["/bin/busybox", "busybox"],
+                "/bin/busybox busybox",
+            ),
+            (
+                "/usr/bin/toybox",
+                &["toybox", "-/wget", "u"],
+                "toybox -/wget **",
+            ),
+            ("/bin/busybox", &["-sh"], "-sh **"),
+            (
+                "/bin/busybox",
+                &["-busybox", "ash", "-l"],
+                "-busybox ash **",
+            ),
+            (
+                "/bin/busybox",
+                &["busybox", "--help", "wget"],
+                "busybox --help **",
+            ),
+            // A name busybox would not find is pinned all the same, without its globs.
+            ("/bin/busybox", &["w*", "x"], "w? **"),
+            ("/bin/busybox", &["busybox", "**"], "busybox ?? **"),
+            ("sbin/busybox", &["ls"], "ls **"),
+        ] {
+            assert_eq!(
+                pattern(exe, argv).as_deref(),
+                Some(expected),
+                "{exe} {argv:?}"
+            );
+        }
+        for exe in [
+            "/bin/sh",
+            "/usr/sbin/httpd",
+            "/proc/self/exe2",
+            "/proc/1/exe",
+        ] {
+            assert_eq!(pattern(exe, &["busybox", "wget"]), None, "{exe}");
+        }
+
+        // Bounded by the schema: long arguments are cut, and a run of multi-call names
+        // past the token limit is left to `**`.
+        let long = "x".repeat(5000);
+        let p = applet_pattern("/proc/self/exe", &[long.as_str()]).unwrap();
+        assert!(p.0[0].len() <= MAX_TOKEN_LEN && p.matches(&[long.as_str(), "-q"]));
+        let many = vec!["busybox"; 100];
+        let p = applet_pattern("/bin/busybox", &many).unwrap();
+        assert_eq!(p.0.len(), MAX_TOKENS);
+        assert_eq!(p.0.last().map(String::as_str), Some("**"));
+        assert!(p.matches(&many));
+    }
+
+    #[test]
+    fn applet_patterns_allow_the_applet_with_any_arguments_and_no_other() {
+        let allows = |learned: (&str, &str), run: (&str, &str)| {
+            let learned_argv = if learned.1.is_empty() {
+                vec![]
+            } else {
+                args(learned.1)
+            };
+            let run_argv = if run.1.is_empty() {
+                vec![]
+            } else {
+                args(run.1)
+            };
+            learned.0 == run.0
+                && applet_pattern(learned.0, &learned_argv)
+                    .expect("a multi-call binary")
+                    .matches(&run_argv)
+        };
+        let sh = ("/bin/busybox", "sh -c x");
+        assert!(allows(sh, ("/bin/busybox", "sh")));
+        assert!(allows(sh, ("/bin/busybox", "sh -c y -- z")));
+        assert!(!allows(sh, ("/bin/busybox", "busybox nc -l -p 4444")));
+        assert!(!allows(sh, ("/bin/busybox", "nc -l")));
+        assert!(!allows(sh, ("/bin/busybox", "shx")));
+        assert!(!allows(sh, ("/bin/busybox", "")));
+        let wget = ("/proc/self/exe", "wget -q u");
+        assert!(allows(wget, ("/proc/self/exe", "wget -O- http://x/")));
+        assert!(!allows(wget, ("/proc/self/exe", "nc -e /bin/sh")));
+        let help = ("/bin/busybox", "busybox");
+        assert!(allows(help, ("/bin/busybox", "busybox")));
+        assert!(!allows(help, ("/bin/busybox", "busybox wget")));
+        let nothing = ("/bin/busybox", "");
+        assert!(allows(nothing, ("/bin/busybox", "")));
+        assert!(!allows(nothing, ("/bin/busybox", "sh")));
     }
 
     #[test]

@@ -567,6 +567,74 @@ mod tests {
     }
 
     #[test]
+    fn applet_entries_sit_beside_an_entry_of_the_same_executable_without_arguments() {
+        let mut p = Profile::new(Timestamp(0));
+        // Learned before applets were, or written by hand: any arguments.
+        let any_arguments = ProcessRule {
+            exe: "/bin/busybox".into(),
+            argv: None,
+            uid: Some(1000),
+        };
+        p.behavior.processes.merge_entry(
+            &crate::behavior::Entry {
+                rule: any_arguments.clone(),
+                seen: crate::behavior::Seen::once(Timestamp(1), ReplicaId(9)),
+            },
+            usize::MAX,
+        );
+        let mut o = Observation::new(key(), "sha256:v1", "n", Timestamp(0));
+        for applet in ["sh", "wget"] {
+            let argv = vec![applet.to_owned(), "-x".to_owned()];
+            let proc = Process {
+                exe: "/bin/busybox",
+                argv: &argv,
+                uid: 1000,
+                exec_session: false,
+                in_image: Some(true),
+            };
+            o.observe(
+                &Event::exec(proc),
+                ReplicaId(1),
+                Timestamp(5),
+                &Limits::DEFAULT,
+            );
+        }
+        let out = p.merge_observation(&o, Timestamp(6));
+        let added: Vec<String> = out
+            .report
+            .added
+            .processes
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "/bin/busybox [sh **] as uid 1000",
+                "/bin/busybox [wget **] as uid 1000"
+            ]
+        );
+        assert_eq!(p.behavior.processes.len(), 3);
+        assert!(
+            p.behavior.processes.get(&any_arguments).is_some(),
+            "learning never removes an entry: the one without arguments still allows every applet"
+        );
+        assert!(!p.merge_observation(&o, Timestamp(7)).report.changed());
+
+        // And they count against the limit like any entry.
+        let mut small = Profile::new(Timestamp(0));
+        small.limits = Limits {
+            processes: 1,
+            ..Limits::DEFAULT
+        };
+        let out = small.merge_observation(&o, Timestamp(6));
+        assert_eq!(
+            (small.behavior.processes.len(), out.report.dropped.processes),
+            (1, 1)
+        );
+    }
+
+    #[test]
     fn hand_edits_are_revisions_with_removals() {
         let mut p = Profile::new(Timestamp(0));
         p.merge_observation(

@@ -15,8 +15,10 @@
 //!   `response.killProcess`, not a dry run; see [`CompiledProfile::kill_process`]), and is
 //!   the exact executables of its process entries ([`kernel_allow`]). An entry with a uid
 //!   or an argument pattern counts as allowing its executable: the kernel lets every run of
-//!   it through and the evaluator judges the uid and arguments. A profile with an entry the
-//!   kernel cannot match exactly (a pattern) gets no allow list at all;
+//!   it through and the evaluator judges the uid and arguments. So a learned multi-call
+//!   binary, which has one entry per applet (`/bin/busybox [sh **]`), is allowed by path in
+//!   the kernel, and the evaluator kills `busybox nc` through a pidfd. A profile with an
+//!   entry the kernel cannot match exactly (a pattern in `exe`) gets no allow list at all;
 //! - a deny list comes from the `Binaries` and `Shells` rules with `killProcess` of the
 //!   non-dry-run policies that select the pod ([`add_policy_denies`]), with the policy
 //!   matcher's reading of names: a `Binaries` name matches the executable's last
@@ -24,7 +26,9 @@
 //!   (`herdwatch_model::policy::applet`: `argv[0]`, or `argv[1]` after `busybox`, so
 //!   `busybox wget` is `wget`); a shell is an executable named like one, or such an applet.
 //!   The kernel reads `argv[0]` and `argv[1]` only: the applet of `busybox busybox wget`
-//!   is left to the evaluator;
+//!   is left to the evaluator. It compares whole names, so a login shell's `argv[0]`, from
+//!   which busybox and the matcher drop one `-` (`-sh` runs `sh`), is left to the evaluator
+//!   too;
 //! - only containers of pods the agent has attributed, in its namespace scope and outside
 //!   the protected namespaces, get either.
 //!
@@ -553,6 +557,91 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_profile_learned_per_applet_allows_its_multi_call_binaries_by_path() {
+        use herdwatch_model::observation::{Observation, WorkloadKey};
+        use herdwatch_model::sketch::ReplicaId;
+        use herdwatch_model::{Limits, ProfileIndex, Timestamp};
+        let key = WorkloadKey {
+            namespace: "shop".into(),
+            owner_kind: "Deployment".into(),
+            owner_name: "web".into(),
+            container: "web".into(),
+        };
+        let mut learned = Observation::new(key, "sha256:aa", "node-1", Timestamp(0));
+        let seen = [
+            run("/bin/busybox", &["sh", "-c", "./start"]),
+            run("/proc/self/exe", &["httpd", "-f"]),
+            run("/bin/httpd", &["httpd", "-f"]),
+        ];
+        for (exe, argv) in &seen {
+            learned.observe(
+                &Event::exec(Process {
+                    exe,
+                    argv,
+                    uid: 0,
+                    exec_session: false,
+                    in_image: Some(true),
+                }),
+                ReplicaId(1),
+                Timestamp(1),
+                &Limits::DEFAULT,
+            );
+        }
+        let set = &learned.behavior;
+        assert!(
+            set.processes
+                .entries()
+                .iter()
+                .any(|e| e.rule.argv.is_some()),
+            "multi-call binaries are learned with argument patterns: {set:?}"
+        );
+        let allow = kernel_allow(set);
+        assert_eq!(
+            allow,
+            KernelAllow::Paths(paths(&["/bin/busybox", "/bin/httpd", "/proc/self/exe"])),
+            "argument patterns keep the exact executables on the kernel's allow list"
+        );
+
+        let KernelAllow::Paths(allowed) = allow else {
+            unreachable!()
+        };
+        let mut maps = MemMaps::default();
+        let rules = ExecRules {
+            allow: Some(allowed),
+            ..ExecRules::default()
+        };
+        KernelEnforcer::new().sync(&mut maps, &BTreeMap::from([(10, Arc::new(rules))]));
+        let index = ProfileIndex::build(set);
+        for (exe, argv, kernel_kills, evaluator_allows) in [
+            ("/bin/busybox", &["sh", "-c", "id"][..], false, true),
+            // Through the kernel, and the evaluator's to kill.
+            ("/bin/busybox", &["busybox", "nc", "-l"], false, false),
+            ("/proc/self/exe", &["nc", "-e", "/bin/sh"], false, false),
+            ("/usr/bin/nc", &["nc"], true, false),
+        ] {
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            assert_eq!(
+                maps.kills_run(10, exe.as_bytes(), &args),
+                kernel_kills,
+                "{exe} {argv:?} in the kernel"
+            );
+            let verdict = index.check(&Event::exec(Process {
+                exe,
+                argv: &argv,
+                uid: 0,
+                exec_session: false,
+                in_image: Some(true),
+            }));
+            assert_eq!(
+                verdict.is_allowed(),
+                evaluator_allows,
+                "{exe} {argv:?} in the evaluator: {verdict:?}"
+            );
+        }
+    }
+
+    #[test]
     fn patterns_and_escapes_leave_the_profile_to_user_space() {
         for (exe, why) in [
             ("/usr/bin/python3*", "pattern"),
@@ -676,6 +765,9 @@ pub(crate) mod tests {
             run("/bin/busybox", &["ls", "wget"]),
             run("/bin/busybox", &["wget"]),
             run("/bin/busybox", &["-wget"]),
+            run("/bin/busybox", &["-sh"]),
+            run("/bin/busybox", &["-busybox", "wget"]),
+            run("/bin/busybox", &["--sh"]),
             run("/bin/busybox", &[]),
             run("/bin/bash", &[]),
             run("/bin/true", &["", "sh"]),
@@ -685,9 +777,10 @@ pub(crate) mod tests {
     }
 
     /// Runs every exec of [`runs`] through the policy matcher and through the kernel's
-    /// logic on the maps `p` gives cgroup 10, requires the same verdict, and returns the
-    /// execs killed (`exe argv...`).
-    fn kernel_and_matcher_agree(p: &ClusterPolicy) -> Vec<String> {
+    /// logic on the maps `p` gives cgroup 10, and requires the same verdict except for the
+    /// execs in `user_space_only`: those the matcher kills and the kernel lets through, for
+    /// the evaluator to kill from user space. Returns the execs killed (`exe argv...`).
+    fn kernel_and_matcher_agree(p: &ClusterPolicy, user_space_only: &[&str]) -> Vec<String> {
         let mut r = ExecRules::default();
         add_policy_denies(p, "app", &mut r);
         let mut maps = MemMaps::default();
@@ -698,12 +791,21 @@ pub(crate) mod tests {
             let model_kills = matcher_kills(p, &exe, &argv);
             let args: Vec<&str> = argv.iter().map(String::as_str).collect();
             let kernel_kills = maps.kills_run(10, exe.as_bytes(), &args);
-            assert_eq!(
-                kernel_kills, model_kills,
-                "{exe} {argv:?}: the kernel and the policy matcher disagree"
-            );
-            if kernel_kills {
-                killed.push(format!("{exe} {}", argv.join(" ")));
+            let run = format!("{exe} {}", argv.join(" "));
+            if user_space_only.contains(&run.as_str()) {
+                assert!(
+                    model_kills && !kernel_kills,
+                    "{run}: expected a kill by the matcher only, got matcher {model_kills}, \
+                     kernel {kernel_kills}"
+                );
+            } else {
+                assert_eq!(
+                    kernel_kills, model_kills,
+                    "{run}: the kernel and the policy matcher disagree"
+                );
+            }
+            if model_kills {
+                killed.push(run);
             }
         }
         killed
@@ -736,7 +838,16 @@ pub(crate) mod tests {
             ),
             rule("shells", Deny::Shells, true, Exceptions::default()),
         ]);
-        let killed = kernel_and_matcher_agree(&p);
+        // busybox drops one `-` from `argv[0]` (a login shell); the kernel compares whole
+        // names and does not, so it leaves these to the evaluator.
+        let killed = kernel_and_matcher_agree(
+            &p,
+            &[
+                "/bin/busybox -wget",
+                "/bin/busybox -sh",
+                "/bin/busybox -busybox wget",
+            ],
+        );
         // The cases that show the reading, so that the comparison cannot pass on nothing.
         for expected in [
             "/proc/self/exe wget -q http://x/",
@@ -787,7 +898,7 @@ pub(crate) mod tests {
         assert_eq!(names(&r), ["-wget", "toybox", "wget"]);
         assert_eq!(r.deny_applets, BTreeSet::from([b"wget".to_vec()]));
 
-        let killed = kernel_and_matcher_agree(&p);
+        let killed = kernel_and_matcher_agree(&p, &["/bin/busybox -busybox wget"]);
         for expected in [
             // By their own name and as `argv[0]`, as any `Binaries` name.
             "/bin/busybox -wget",

@@ -828,6 +828,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_learned_multi_call_binary_stays_on_the_allow_list_and_other_applets_die_from_user_space() {
+        let mut p = profile(Phase::Enforcing, "1", "/usr/sbin/nginx");
+        // What learning records for busybox run as `sh`.
+        p.spec.allowed.processes = vec![ProcessEntry {
+            exe: "/bin/busybox".into(),
+            argv: Some(vec!["sh".into(), "**".into()]),
+            uid: Some(0),
+            ..ProcessEntry::default()
+        }];
+        let store = store_with(&[p], &[], &[]);
+        let mut e = Evaluator::new(store, LabelSelector::default());
+        let pod = pod();
+        let r = exec_rules_of(&mut e, &pod, &[]);
+        assert_eq!(
+            r.allow.as_deref(),
+            Some(&[b"/bin/busybox".to_vec()].into()),
+            "the kernel cannot read the pattern and allows the executable"
+        );
+        let id: Arc<str> = "c1".into();
+        let sh = vec!["sh".to_owned(), "-c".to_owned(), "id".to_owned()];
+        assert!(e
+            .check(&id, 1, &pod, &pod.containers[0], &exec("/bin/busybox", &sh))
+            .is_empty());
+        let nc = vec!["busybox".to_owned(), "nc".to_owned(), "-l".to_owned()];
+        let f = e.check(&id, 1, &pod, &pod.containers[0], &exec("/bin/busybox", &nc));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].violation.rule.to_string(), "profile/processes");
+        assert_eq!(f[0].violation.subject, "/bin/busybox [busybox nc **]");
+        assert!(f[0].kill_process, "killed from user space");
+    }
+
+    #[test]
     fn dry_run_policies_record_but_never_kill() {
         let store = store_with(&[], &[policy("1", true)], &[("env", "prod")]);
         let mut e = Evaluator::new(store, LabelSelector::default());
