@@ -409,3 +409,52 @@ fn the_rule_checks_above_can_fail() {
         "an unbounded list under a rule is reported"
     );
 }
+
+/// Every schema of a property named `name`, wherever it sits.
+fn properties_named<'a>(
+    v: &'a serde_json::Value,
+    name: &str,
+    out: &mut Vec<&'a serde_json::Value>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(p) = m.get("properties").and_then(|p| p.get(name)) {
+                out.push(p);
+            }
+            m.values().for_each(|v| properties_named(v, name, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| properties_named(v, name, out)),
+        _ => {}
+    }
+}
+
+/// Learning writes argument patterns for multi-call binaries, bounded by the model's limits;
+/// if those drifted from the schema's, the API server would refuse a whole observation.
+#[test]
+fn learned_argument_patterns_fit_the_schema() {
+    use herdwatch_model::pattern::{MAX_TOKENS, MAX_TOKEN_LEN};
+    for crd in [BehaviorProfile::crd(), BehaviorObservation::crd()] {
+        let schema = schema_json(&crd);
+        let mut argvs = Vec::new();
+        properties_named(&schema, "argv", &mut argvs);
+        // The allowed processes' patterns are bounded; diffs in the status only repeat them.
+        argvs.retain(|argv| argv.get("maxItems").is_some());
+        assert!(
+            !argvs.is_empty(),
+            "{}: no bounded argv property",
+            crd.spec.names.kind
+        );
+        for argv in argvs {
+            assert_eq!(
+                argv["maxItems"], MAX_TOKENS,
+                "{}: {argv}",
+                crd.spec.names.kind
+            );
+            assert_eq!(
+                argv["items"]["maxLength"], MAX_TOKEN_LEN,
+                "{}: {argv}",
+                crd.spec.names.kind
+            );
+        }
+    }
+}
