@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HERDWATCH_CACHE)/target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all toolchain build test lint fmt-check clippy unit-test ebpf-test crd-check bench demo \
-	demo-down images cluster-up chart-test rules-test chart-install prometheus-up e2e-test
+	demo-down images cluster-up chart-test rules-test chart-install prometheus-up e2e-test shellcheck
 
 all: build
 
@@ -31,7 +31,12 @@ crd-check:
 clippy: toolchain
 	cargo clippy --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy
+# Every shell script of the repository (the cluster, the demo, the install and test scripts).
+shellcheck:
+	@bash -c 'source e2e/cluster/lib/common.sh && ensure_debs shellcheck:shellcheck'
+	git ls-files -z '*.sh' | xargs -0 shellcheck -x
+
+lint: fmt-check clippy shellcheck
 
 # The end-to-end tests need the local cluster: they run in e2e-test, not here.
 unit-test: toolchain

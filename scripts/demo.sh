@@ -103,7 +103,7 @@ down() {
 [[ ${1:-} == down ]] && { down; exit 0; }
 
 # ---- 1. what is missing, the cluster, the images, the chart ---------------------------------
-step "Building what is missing and starting the cluster (the first run builds Kubernetes from source: ~25 min on 2 cores; later runs take seconds)"
+step "Building what is missing and starting the cluster (the first run builds Kubernetes from source: 15 to 20 min on 2 cores; later runs take seconds)"
 need_root
 "$REPO/scripts/install-ebpf-toolchain.sh"
 bash "$REPO/e2e/cluster/cluster.sh" build
