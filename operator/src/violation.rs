@@ -203,14 +203,7 @@ pub fn summary(v: &BehaviorViolation) -> String {
         v.name_any(),
         v.namespace().unwrap_or_default(),
     );
-    if text.len() > MAX_SUMMARY {
-        let mut cut = MAX_SUMMARY - 3;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
+    herdwatch_model::text::truncate_marked(&mut text, MAX_SUMMARY, "...");
     text
 }
 

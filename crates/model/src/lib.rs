@@ -30,6 +30,7 @@ pub mod profile;
 pub mod response;
 pub mod selector;
 pub mod sketch;
+pub mod text;
 pub mod time;
 
 pub use behavior::{

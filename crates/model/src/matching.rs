@@ -71,13 +71,7 @@ impl Verdict {
 const MAX_SUBJECT: usize = 256;
 
 fn subject(mut s: String) -> String {
-    if s.len() > MAX_SUBJECT {
-        let mut cut = MAX_SUBJECT;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    crate::text::truncate_marked(&mut s, MAX_SUBJECT, "");
     s
 }
 

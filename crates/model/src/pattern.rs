@@ -67,14 +67,7 @@ pub fn literal_token(arg: &str) -> String {
         .chars()
         .map(|c| if matches!(c, '*' | '?') { '?' } else { c })
         .collect();
-    if token.len() > MAX_TOKEN_LEN {
-        let mut cut = MAX_TOKEN_LEN - 1;
-        while !token.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        token.truncate(cut);
-        token.push('*');
-    }
+    crate::text::truncate_marked(&mut token, MAX_TOKEN_LEN, "*");
     token
 }
 
