@@ -27,8 +27,9 @@ use core::ptr::addr_of_mut;
 use herdwatch_abi::{
     argv_names, exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
     ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0,
-    EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_PATH,
+    EXEC_FILE_NAME_TRUNCATED, EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET,
+    EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME,
+    MAX_PATH,
 };
 
 use crate::common::{
@@ -157,6 +158,33 @@ unsafe fn read_filename(bprm: usize, dst: *mut [u8; MAX_PATH]) -> (u32, bool) {
     (n as u32 - 1, truncated)
 }
 
+/// The name of the file really run (`bprm->file->f_path.dentry->d_name.name`) into `dst`;
+/// its length without the NUL (0 when any read fails), and whether it was cut.
+///
+/// At `sched_process_exec`, `bprm->file` is what the new image was loaded from: the
+/// target of the links the path went through (`/bin/sh` → busybox, `/proc/self/exe` →
+/// the real binary), and for a script its interpreter, which `exec_binprm()` swaps in
+/// before the tracepoint fires.
+#[inline(always)]
+unsafe fn read_file_name(bprm: usize, dst: *mut [u8; MAX_FILE_NAME]) -> (u32, bool) {
+    let Ok(file) = kread::<usize>(bprm, off!(bprm_file)) else {
+        return (0, false);
+    };
+    let Ok(dentry) = kread::<usize>(file, off!(file_dentry)) else {
+        return (0, false);
+    };
+    let Ok(name) = kread::<usize>(dentry, off!(dentry_name)) else {
+        return (0, false);
+    };
+    let n = gen::bpf_probe_read_kernel_str(dst.cast(), MAX_FILE_NAME as u32, name as *const c_void);
+    if n <= 0 {
+        return (0, false);
+    }
+    let truncated =
+        n as usize >= MAX_FILE_NAME && kread::<u8>(name, MAX_FILE_NAME - 1).unwrap_or(0) != 0;
+    (n as u32 - 1, truncated)
+}
+
 /// Reads the new program's path and arguments into `exec` (`filename`, `filename_len`,
 /// `argv`, `argv_len`) and returns the `EXEC_*` flags of what was cut.
 ///
@@ -219,10 +247,16 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     let (task, bprm): (*const c_void, *const c_void) = unsafe { (ctx.arg(0), ctx.arg(2)) };
     let (task, bprm) = (task as usize, bprm as usize);
     let cgroup_id = current_cgroup_id();
+    // Copied into a value written on both paths (zeros when the cgroup has no entry): the
+    // verifier refuses to spill a register never written, which the compiler emitted for
+    // the fields of a `None` once the program grew.
     // SAFETY: a lookup in a map of plain integers; the value is copied out at once.
-    let enforcement = unsafe { ENFORCE.get(&cgroup_id) }.copied();
+    let (judged, enforcement) = match unsafe { ENFORCE.get(&cgroup_id) } {
+        Some(enforcement) => (true, *enforcement),
+        None => (false, Enforcement::default()),
+    };
     let Some(mut entry) = reserve::<ExecEvent>(EventKind::Exec) else {
-        if let Some(enforcement) = enforcement {
+        if judged {
             enforce_unrecorded(task, bprm, cgroup_id, enforcement);
         }
         return Ok(());
@@ -250,10 +284,15 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
         addr_of_mut!((*event).egid).write(egid);
         addr_of_mut!((*event).start_time_ns).write(start_time_ns);
         let mut flags = read_program(task, bprm, event);
-        if let Some(enforcement) = enforcement {
-            if must_die(&*event, flags, cgroup_id, enforcement) && kill_current() {
-                flags |= EXEC_KILLED_IN_KERNEL;
-            }
+        // For the record only: the kill below judges by path and arguments alone.
+        let (file_name_len, truncated) = read_file_name(bprm, addr_of_mut!((*event).file_name));
+        if truncated {
+            flags |= EXEC_FILE_NAME_TRUNCATED;
+        }
+        addr_of_mut!((*event).file_name_len).write(file_name_len);
+        addr_of_mut!((*event)._pad).write(0);
+        if judged && must_die(&*event, flags, cgroup_id, enforcement) && kill_current() {
+            flags |= EXEC_KILLED_IN_KERNEL;
         }
         addr_of_mut!((*event).flags).write(flags);
     }

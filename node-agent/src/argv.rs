@@ -189,6 +189,9 @@ mod tests {
             start_time_ns: 0,
             filename: [0; herdwatch_abi::MAX_PATH],
             argv: [0; herdwatch_abi::MAX_ARGV],
+            file_name_len: 0,
+            _pad: 0,
+            file_name: [0; herdwatch_abi::MAX_FILE_NAME],
         };
         let block = b"curl\0-s\0http://x\xff\0";
         ev.argv[..block.len()].copy_from_slice(block);

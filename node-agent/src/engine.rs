@@ -66,6 +66,7 @@ struct Deferred {
     now: Timestamp,
     kind: KindParts<'static>,
     exe: String,
+    file_name: Option<String>,
     argv: Vec<String>,
     uid: u32,
     exec_session: bool,
@@ -186,6 +187,7 @@ impl Engine {
                     now,
                     kind: kind.into_owned(),
                     exe: process.exe.to_string(),
+                    file_name: process.file_name.as_deref().map(str::to_owned),
                     argv: parts.argv,
                     uid,
                     exec_session: process.exec_session,
@@ -332,6 +334,7 @@ impl Engine {
             &d.kind,
             ModelProcess {
                 exe: &d.exe,
+                file_name: d.file_name.as_deref(),
                 argv: &d.argv,
                 uid: d.uid,
                 exec_session: d.exec_session,

@@ -732,6 +732,7 @@ mod tests {
             start_time_ns: 1,
             uid: 1000,
             exe: Box::from("/usr/bin/curl"),
+            file_name: None,
             argv: Argv::from_nul_block(b"curl\0-s\0http://x/\xff\0", true),
             cgroup_id: 77,
             container: Some(Arc::from(CID)),
@@ -959,6 +960,9 @@ mod tests {
             start_time_ns: 1,
             filename: [0; MAX_PATH],
             argv: [0; MAX_ARGV],
+            file_name_len: 0,
+            _pad: 0,
+            file_name: [0; MAX_FILE_NAME],
         });
         assert!(
             text(&exec, true).ends_with("curl -s http://x/\\xff…"),

@@ -208,6 +208,7 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
             start_time_ns: snap.start_time_ns,
             uid: snap.uid,
             exe: snap.exe,
+            file_name: None,
             argv: snap.argv,
             cgroup_id: cgroup.map_or(0, |c| c.id),
             container: cgroup
@@ -306,6 +307,9 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
                     start_time_ns: e.start_time_ns,
                     uid: h.uid,
                     exe: Box::from(escape_bytes(e.filename()).as_ref()),
+                    file_name: e
+                        .real_file_name()
+                        .map(|n| Box::from(escape_bytes(n).as_ref())),
                     argv: Argv::from_parts(e.argv(), e.argv_truncated()),
                     cgroup_id,
                     container: kind.and_then(CgroupKind::container).map(|c| c.id.clone()),
@@ -516,6 +520,31 @@ mod tests {
         assert_eq!(stats.failures, [0; FailureReason::COUNT]);
         // The shim (the exec's parent) was read from /proc on demand.
         assert_eq!(stats.processes, 2);
+    }
+
+    #[test]
+    fn an_exec_keeps_the_name_of_the_file_really_run_when_known_whole() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        let sh = || synth::exec(1000, SHIM, 0, WEB_CG, 7, b"/bin/sh", b"nc\0-l\0");
+        let name_of = |p: &mut TestPipeline<'_>, exec| {
+            let a = p.process(&exec, now);
+            let process = a.process.expect("the exec's process");
+            assert_eq!(&*process.exe, "/bin/sh", "the path stays the one started");
+            process.file_name.as_deref().map(str::to_owned)
+        };
+        let busybox = synth::with_file_name(sh(), b"busybox");
+        assert_eq!(name_of(&mut p, busybox).as_deref(), Some("busybox"));
+        assert_eq!(name_of(&mut p, sh()), None, "not read");
+        let cut = synth::with_file_name(sh(), &[b'b'; 40]);
+        assert_eq!(name_of(&mut p, cut), None, "cut: not known whole");
+        let odd = synth::with_file_name(sh(), b"bb\xff");
+        assert_eq!(
+            name_of(&mut p, odd).as_deref(),
+            Some("bb\\xff"),
+            "escaped as paths are"
+        );
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Process {
     pub start_time_ns: u64,
     pub uid: u32,
     pub exe: Box<str>,
+    /// The name of the file really run, as the exec event read it (see the model's
+    /// `Process::file_name`); `None` for a process found in /proc.
+    pub file_name: Option<Box<str>>,
     pub argv: Argv,
     pub cgroup_id: u64,
     /// The container id, when the cgroup is a container's.
@@ -81,6 +84,7 @@ pub struct NewProcess {
     pub start_time_ns: u64,
     pub uid: u32,
     pub exe: Box<str>,
+    pub file_name: Option<Box<str>>,
     pub argv: Argv,
     pub cgroup_id: u64,
     pub container: Option<Arc<str>>,
@@ -212,6 +216,7 @@ impl ProcessTable {
                 old.ppid = new.ppid;
                 old.uid = new.uid;
                 old.exe = new.exe;
+                old.file_name = new.file_name;
                 old.argv = new.argv;
                 old.cgroup_id = new.cgroup_id;
                 old.origin = Origin::Exec;
@@ -311,6 +316,7 @@ impl ProcessTable {
             start_time_ns: new.start_time_ns,
             uid: new.uid,
             exe: new.exe,
+            file_name: new.file_name,
             argv: new.argv,
             cgroup_id: new.cgroup_id,
             container: new.container,
@@ -438,6 +444,7 @@ mod tests {
             start_time_ns: start * 1_000_000_000,
             uid: 0,
             exe: Box::from(exe),
+            file_name: None,
             argv: Argv::from_nul_block(exe.as_bytes(), false),
             cgroup_id: c.as_ref().map_or(1, |c| c.len() as u64 + 100),
             container: c,

@@ -6,7 +6,8 @@ use std::io;
 
 use herdwatch_abi::{
     Event, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, IdentityEvent, NetEvent,
-    SyscallEvent, AF_INET, EXEC_ARGV_TRUNCATED, MAX_ARGV, MAX_PATH,
+    SyscallEvent, AF_INET, EXEC_ARGV_TRUNCATED, EXEC_FILE_NAME_TRUNCATED, MAX_ARGV, MAX_FILE_NAME,
+    MAX_PATH,
 };
 
 use crate::cgroup::{CgroupSource, WalkStats};
@@ -54,12 +55,31 @@ pub fn exec(
         start_time_ns,
         filename: [0; MAX_PATH],
         argv: [0; MAX_ARGV],
+        file_name_len: 0,
+        _pad: 0,
+        file_name: [0; MAX_FILE_NAME],
     };
     e.filename_len = copy_into(&mut e.filename, filename).0;
     let (len, cut) = copy_into(&mut e.argv, argv);
     e.argv_len = len;
     if cut {
         e.flags |= EXEC_ARGV_TRUNCATED;
+    }
+    Event::Exec(e)
+}
+
+/// `event`, an exec, as the kernel reports it when the file really run is named `name`:
+/// cut to `MAX_FILE_NAME - 1` bytes and flagged when longer, as the kernel cuts it.
+pub fn with_file_name(event: Event, name: &[u8]) -> Event {
+    let Event::Exec(mut e) = event else {
+        return event;
+    };
+    let n = name.len().min(MAX_FILE_NAME - 1);
+    e.file_name = [0; MAX_FILE_NAME];
+    e.file_name[..n].copy_from_slice(&name[..n]);
+    e.file_name_len = n as u32;
+    if name.len() > n {
+        e.flags |= EXEC_FILE_NAME_TRUNCATED;
     }
     Event::Exec(e)
 }

@@ -193,6 +193,7 @@ pub fn model_process<'a>(
     };
     ModelProcess {
         exe: &process.exe,
+        file_name: process.file_name.as_deref(),
         argv: &parts.argv,
         uid,
         exec_session: process.exec_session,
@@ -424,6 +425,7 @@ mod tests {
                 start_time_ns: 1,
                 uid: 33,
                 exe: "/usr/bin/wget".into(),
+                file_name: Some("busybox".into()),
                 argv: Argv::from_nul_block(b"wget\0-q\0http://x\0", false),
                 cgroup_id: 2,
                 container: Some("c1".into()),
@@ -437,6 +439,7 @@ mod tests {
             ("/usr/bin/wget", 33, Some(false))
         );
         assert_eq!(m.argv, ["wget", "-q", "http://x"]);
+        assert_eq!(m.file_name, Some("busybox"));
         let file = synth::file(7, 2, b"/x", ACCESS_READ);
         let m = model_process(&file, &p, &mut parts, None);
         assert!(m.argv.is_empty());

@@ -367,6 +367,64 @@ fn exec_is_seen_with_path_argv_uid_and_parent() {
     assert_eq!(exit.exit_code, 0);
 }
 
+/// The exec of `filename` the capture saw, and the name of the file it really ran.
+fn real_name_of(events: &[Event], filename: &str) -> Option<Option<String>> {
+    execs(events)
+        .find(|e| e.filename() == filename.as_bytes())
+        .map(|e| {
+            e.real_file_name()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+        })
+}
+
+#[test]
+fn exec_reports_the_name_of_the_file_really_run() {
+    // `sh` linking to a program named busybox, as /bin/sh does on busybox images. A copy
+    // of true stands in for busybox: only the name matters.
+    let dir = std::env::temp_dir().join(format!("herdwatch-real-name-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("creating a temporary directory");
+    let busybox = dir.join("busybox");
+    fs::copy(real_path("/bin/true"), &busybox).expect("copying true as busybox");
+    let sh = dir.join("sh");
+    std::os::unix::fs::symlink(&busybox, &sh).expect("linking sh to busybox");
+    let sh = sh.to_str().expect("UTF-8").to_owned();
+    // A script names its interpreter; /proc/self/exe names the program it links to.
+    let script = Script::new("real-name-script");
+    let sh_name = real_path("/bin/sh").rsplit('/').next().map(str::to_owned);
+    let bash_name = real_path("/bin/bash").rsplit('/').next().map(str::to_owned);
+
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("real-name");
+    cgroup.run(&sh, &["-c", "exit 0"]);
+    cgroup.run(&script.path, &[]);
+    assert!(script.ran(), "the script ran");
+    cgroup.run(
+        "/bin/bash",
+        &["-c", "exec -a herdwatch-self /proc/self/exe -c 'exit 0'"],
+    );
+    let expected = [
+        (sh.as_str(), Some("busybox".to_owned())),
+        (script.path.as_str(), sh_name),
+        ("/proc/self/exe", bash_name),
+    ];
+    h.wait_for(&cgroup, "the three execs", |events| {
+        expected
+            .iter()
+            .all(|(filename, _)| real_name_of(events, filename).is_some())
+    });
+    let mine = cgroup.events(&h.events);
+    for (filename, name) in &expected {
+        assert_eq!(
+            real_name_of(&mine, filename),
+            Some(name.clone()),
+            "the file really run by the exec of {filename}; {}",
+            describe(&mine)
+        );
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn long_argv_is_truncated_and_flagged() {
     let mut h = Harness::new();

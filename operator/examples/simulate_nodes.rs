@@ -256,6 +256,7 @@ fn base_observation(args: &Args, w: usize, node: usize, replica: ReplicaId) -> O
     let limits = Limits::DEFAULT;
     let process = |exe, uid| Process {
         exe,
+        file_name: None,
         argv: &[],
         uid,
         exec_session: false,
@@ -324,6 +325,7 @@ fn something_new(r: &mut Replica, node: usize) -> String {
     let path = format!("/var/cache/server/n{node:03}w{:02}", r.writes);
     let server = Process {
         exe: PROCESSES[0].0,
+        file_name: None,
         argv: &[],
         uid: PROCESSES[0].1,
         exec_session: false,

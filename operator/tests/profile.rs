@@ -57,6 +57,7 @@ fn observation(node: &str, pod: &str, exes: &[&str], lost: u64) -> BehaviorObser
     for exe in exes {
         let p = Process {
             exe,
+            file_name: None,
             argv: &argv,
             uid: 101,
             exec_session: false,

@@ -13,6 +13,10 @@ use core::mem::{offset_of, size_of};
 pub const MAX_PATH: usize = 256;
 /// Bytes of the NUL-separated argv block copied from the new process image.
 pub const MAX_ARGV: usize = 512;
+/// Bytes of the name of the file an exec really ran ([`ExecEvent::file_name`]), NUL
+/// included. A dentry name can be 255 bytes; the names this is compared with (busybox,
+/// toybox) are short, so longer names are cut (and flagged [`EXEC_FILE_NAME_TRUNCATED`]).
+pub const MAX_FILE_NAME: usize = 32;
 /// Syscall numbers covered by the per-cgroup first-sighting bitmap (x86_64 tops out near 470).
 pub const SYSCALL_BITMAP_WORDS: usize = 8;
 pub const MAX_SYSCALL_NR: u32 = (SYSCALL_BITMAP_WORDS * 64) as u32;
@@ -111,6 +115,8 @@ pub const EXEC_ARGV_TRUNCATED: u32 = 1;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 2;
 /// The exec program sent SIGKILL to the new program before it ran (see [`Enforcement`]).
 pub const EXEC_KILLED_IN_KERNEL: u32 = 4;
+/// The name in [`ExecEvent::file_name`] did not fit in [`MAX_FILE_NAME`].
+pub const EXEC_FILE_NAME_TRUNCATED: u32 = 8;
 
 /// A successful execve/execveat (`sched_process_exec`).
 #[repr(C)]
@@ -135,6 +141,26 @@ pub struct ExecEvent {
     /// The path that was executed, as the kernel resolved it for the binprm.
     pub filename: [u8; MAX_PATH],
     pub argv: [u8; MAX_ARGV],
+    /// Valid bytes in `file_name` (without the NUL); 0 when it could not be read.
+    pub file_name_len: u32,
+    pub _pad: u32,
+    /// The last component of the file the kernel really runs
+    /// (`bprm->file->f_path.dentry->d_name`): links resolved, so an exec of `/bin/sh` that
+    /// links to busybox says `busybox`, as does busybox's re-exec through `/proc/self/exe`;
+    /// for a script, its interpreter. `filename` keeps the path the exec was asked for.
+    pub file_name: [u8; MAX_FILE_NAME],
+}
+
+impl ExecEvent {
+    /// The name of the file really run (see [`ExecEvent::file_name`]), or `None` when it
+    /// is not known whole: not read, or cut.
+    pub fn real_file_name(&self) -> Option<&[u8]> {
+        let len = self.file_name_len as usize;
+        if len == 0 || len >= MAX_FILE_NAME || self.flags & EXEC_FILE_NAME_TRUNCATED != 0 {
+            return None;
+        }
+        Some(&self.file_name[..len])
+    }
 }
 
 /// A process (thread group leader) exited (`sched_process_exit`).
@@ -260,10 +286,15 @@ pub struct IdentityEvent {
 const _: () = assert!(size_of::<EventHeader>() == 40);
 const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 24);
 const _: () = assert!(offset_of!(EventHeader, ktime_ns) == 32);
-const _: () = assert!(size_of::<ExecEvent>() == 40 + 24 + 8 + MAX_PATH + MAX_ARGV);
+const _: () =
+    assert!(size_of::<ExecEvent>() == 40 + 24 + 8 + MAX_PATH + MAX_ARGV + 8 + MAX_FILE_NAME);
 const _: () = assert!(offset_of!(ExecEvent, start_time_ns) == 64);
 const _: () = assert!(offset_of!(ExecEvent, filename) == 72);
 const _: () = assert!(offset_of!(ExecEvent, argv) == 72 + MAX_PATH);
+const _: () = assert!(offset_of!(ExecEvent, file_name_len) == 72 + MAX_PATH + MAX_ARGV);
+const _: () = assert!(offset_of!(ExecEvent, file_name) == 80 + MAX_PATH + MAX_ARGV);
+// No tail padding: the name fills the record to a multiple of its 8-byte alignment.
+const _: () = assert!(MAX_FILE_NAME.is_multiple_of(8));
 const _: () = assert!(size_of::<ExitEvent>() == 48);
 const _: () = assert!(size_of::<SyscallEvent>() == 48);
 const _: () = assert!(size_of::<NetEvent>() == 80);
@@ -301,6 +332,11 @@ pub struct KernelOffsets {
     pub cred_fsgid: u32,
     pub cred_cap_effective: u32,
     pub bprm_filename: u32,
+    /// The file an exec really runs, to its name: `linux_binprm.file`,
+    /// `file.f_path.dentry`, `dentry.d_name.name`.
+    pub bprm_file: u32,
+    pub file_dentry: u32,
+    pub dentry_name: u32,
     /// The peer of a connected socket: `sock.__sk_common.skc_family`, `skc_daddr`,
     /// `skc_dport`, `skc_v6_daddr`.
     pub sock_family: u32,
@@ -327,9 +363,8 @@ pub struct KernelOffsets {
     pub tp_send_sk: u32,
     pub tp_send_protocol: u32,
     pub tp_send_ret: u32,
-    pub _pad: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 38 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 40 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]

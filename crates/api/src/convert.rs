@@ -758,6 +758,7 @@ mod tests {
         let argv = vec!["nginx".to_owned()];
         let ok = Process {
             exe: "/usr/sbin/nginx",
+            file_name: None,
             argv: &argv,
             uid: 101,
             exec_session: false,
@@ -860,6 +861,7 @@ mod tests {
         let argv = vec!["curl".to_owned()];
         let curl = Process {
             exe: "/usr/bin/curl",
+            file_name: None,
             argv: &argv,
             uid: 1000,
             exec_session: false,

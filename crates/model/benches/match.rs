@@ -107,6 +107,7 @@ fn bench_match() {
     worst = worst.max(time_per_op("exec (exe + uid + argv)", n, |i| {
         let p = Process {
             exe: &exes[(i % 256) as usize],
+            file_name: None,
             argv: &argv,
             uid: 1000,
             exec_session: false,
@@ -116,6 +117,7 @@ fn bench_match() {
     }));
     let p = Process {
         exe: "/usr/lib/app/bin/worker-1",
+        file_name: None,
         argv: &argv,
         uid: 1000,
         exec_session: false,
@@ -194,6 +196,7 @@ fn node_observation(w: usize, node: usize) -> Observation {
             let exe = format!("/usr/lib/app/bin/worker-{k}");
             let p = Process {
                 exe: &exe,
+                file_name: None,
                 argv: &argv,
                 uid: 1000,
                 exec_session: false,

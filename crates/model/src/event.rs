@@ -15,6 +15,12 @@ pub struct Process<'a> {
     /// when it links to busybox, and busybox's own re-exec is `/proc/self/exe`); for one
     /// found in /proc, the target of its `/proc/<pid>/exe` link (`/bin/busybox`).
     pub exe: &'a str,
+    /// The name of the file the kernel really ran, when the agent saw the program start and
+    /// the name could be read whole: `exe` with links resolved, last component only
+    /// (`busybox` for an `exe` of `/bin/sh` that links to it, or of `/proc/self/exe`; for
+    /// a script, its interpreter). `None` for a program found in /proc, whose `exe`
+    /// already has its links resolved.
+    pub file_name: Option<&'a str>,
     /// Arguments, `argv[0]` included.
     pub argv: &'a [String],
     /// Real user id, as seen from inside the container's user namespace.

@@ -229,7 +229,7 @@ impl ProfileIndex {
                     // A multi-call binary is named by the arguments that choose its applet,
                     // as learning records them: `busybox nc` with any arguments is one
                     // violation, and the subject is the entry that would allow it.
-                    let argv = applet_pattern(p.exe, p.argv)
+                    let argv = applet_pattern(p.exe, p.file_name, p.argv)
                         .unwrap_or_else(|| ArgvPattern(p.argv.to_vec()));
                     miss(Category::Processes, format!("{} [{argv}]", p.exe))
                 } else {
@@ -342,6 +342,7 @@ mod tests {
     fn proc<'a>(exe: &'a str, argv: &'a [String], uid: u32) -> Process<'a> {
         Process {
             exe,
+            file_name: None,
             argv,
             uid,
             exec_session: false,
@@ -478,6 +479,65 @@ mod tests {
             verdict(&idx, "/bin/wget", "wget", 33),
             Err("/bin/wget as uid 33".into())
         );
+    }
+
+    #[test]
+    fn a_link_to_busybox_is_learned_and_judged_per_applet() {
+        use crate::observation::{Observation, WorkloadKey};
+        use crate::sketch::ReplicaId;
+        use crate::time::Timestamp;
+        let key = WorkloadKey {
+            namespace: "shop".into(),
+            owner_kind: "Deployment".into(),
+            owner_name: "web".into(),
+            container: "web".into(),
+        };
+        let mut o = Observation::new(key, "sha256:aa", "node-1", Timestamp(0));
+        // `/bin/sh` and `/bin/dash-sh` as the exec events report them: the path they were
+        // started by, and the name of the file behind it.
+        for (exe, file_name, argv) in [
+            ("/bin/sh", Some("busybox"), "sh -c ./start.sh"),
+            ("/bin/dash-sh", Some("dash"), "sh -c ./start.sh"),
+        ] {
+            let argv = args(argv);
+            let p = Process {
+                file_name,
+                ..proc(exe, &argv, 0)
+            };
+            o.observe(
+                &Event::exec(p),
+                ReplicaId(1),
+                Timestamp(1),
+                &crate::Limits::DEFAULT,
+            );
+        }
+        let idx = ProfileIndex::build(&o.behavior);
+        let check = |exe: &str, file_name: Option<&str>, argv: &str| {
+            let argv = args(argv);
+            let p = Process {
+                file_name,
+                ..proc(exe, &argv, 0)
+            };
+            match idx.check(&Event::exec(p)) {
+                Verdict::Allowed => Ok(()),
+                Verdict::Violation(v) => Err(v.subject),
+            }
+        };
+        assert_eq!(check("/bin/sh", Some("busybox"), "sh -c other"), Ok(()));
+        // `exec -a nc /bin/sh -l -p 4444`: busybox runs nc.
+        assert_eq!(
+            check("/bin/sh", Some("busybox"), "nc -l -p 4444"),
+            Err("/bin/sh [nc **]".into())
+        );
+        // The same shell found in /proc at start: its exe is resolved to busybox's path,
+        // which this profile does not have, and the name is not needed.
+        assert_eq!(
+            check("/bin/busybox", None, "sh"),
+            Err("/bin/busybox as uid 0".into())
+        );
+        // Not a multi-call binary behind the link: any arguments, as before.
+        assert_eq!(check("/bin/dash-sh", Some("dash"), "nc -l"), Ok(()));
+        assert_eq!(check("/bin/dash-sh", None, "nc -l"), Ok(()));
     }
 
     #[test]

@@ -128,7 +128,7 @@ fn looks_generated(component: &str) -> bool {
 fn learned_process(p: &Process<'_>, uid: u32) -> ProcessRule {
     ProcessRule {
         exe: p.exe.to_owned(),
-        argv: applet_pattern(p.exe, p.argv),
+        argv: applet_pattern(p.exe, p.file_name, p.argv),
         uid: Some(uid),
     }
 }
@@ -403,6 +403,7 @@ mod tests {
         let argv = vec!["nginx".to_owned()];
         let p = Process {
             exe: "/usr/sbin/nginx",
+            file_name: None,
             argv: &argv,
             uid: 101,
             exec_session: false,
@@ -485,6 +486,7 @@ mod tests {
             let argv: Vec<String> = argv.split(' ').map(str::to_owned).collect();
             let p = Process {
                 exe,
+                file_name: None,
                 argv: &argv,
                 uid,
                 exec_session: false,
@@ -507,6 +509,42 @@ mod tests {
     }
 
     #[test]
+    fn a_link_to_a_multi_call_binary_is_learned_per_applet() {
+        let mut o = obs();
+        let l = Limits::DEFAULT;
+        for (exe, file_name, argv) in [
+            // `/bin/sh` → busybox, seen through the exec event's real file name.
+            ("/bin/sh", Some("busybox"), "sh -c x"),
+            ("/usr/sbin/httpd", Some("busybox"), "httpd -f -p 8080"),
+            ("/usr/bin/nc", Some("toybox"), "nc -l"),
+            // A link to something else, or a script's interpreter: as before.
+            ("/bin/bash-link", Some("bash"), "sh -c x"),
+            ("/app/start", Some("python3.12"), "/app/start --x"),
+        ] {
+            let argv: Vec<String> = argv.split(' ').map(str::to_owned).collect();
+            let p = Process {
+                exe,
+                file_name,
+                argv: &argv,
+                uid: 0,
+                exec_session: false,
+                in_image: Some(true),
+            };
+            o.observe(&Event::exec(p), ReplicaId(1), Timestamp(10), &l);
+        }
+        assert_eq!(
+            learned(&o),
+            [
+                "/app/start as uid 0",
+                "/bin/bash-link as uid 0",
+                "/bin/sh [sh **] as uid 0",
+                "/usr/bin/nc [nc **] as uid 0",
+                "/usr/sbin/httpd [httpd **] as uid 0",
+            ]
+        );
+    }
+
+    #[test]
     fn a_uid_change_is_learned_with_the_applet_of_the_program_that_made_it() {
         let mut o = obs();
         let l = Limits::DEFAULT;
@@ -516,6 +554,7 @@ mod tests {
             let ev = Event {
                 process: Process {
                     exe,
+                    file_name: None,
                     argv,
                     uid: 0,
                     exec_session: false,
@@ -545,6 +584,7 @@ mod tests {
             let argv = vec![applet.to_owned()];
             let p = Process {
                 exe: "/bin/busybox",
+                file_name: None,
                 argv: &argv,
                 uid: 0,
                 exec_session: false,
@@ -568,6 +608,7 @@ mod tests {
         let argv = vec![];
         let p = Process {
             exe: "/app",
+            file_name: None,
             argv: &argv,
             uid: 1,
             exec_session: false,
@@ -639,6 +680,7 @@ mod tests {
         let argv = vec![];
         let p = |exe| Process {
             exe,
+            file_name: None,
             argv: &argv,
             uid: 1,
             exec_session: false,
@@ -696,6 +738,7 @@ mod tests {
         let argv = vec![];
         let p = Process {
             exe: "/app",
+            file_name: None,
             argv: &argv,
             uid: 1,
             exec_session: false,

@@ -142,6 +142,14 @@ fn multi_call_name(index: usize, arg: &str) -> &str {
     basename(arg)
 }
 
+/// Whether a program started as `exe`, whose file is really named `file_name` (see
+/// [`Process::file_name`]), is a [`MULTI_CALL`] binary: by either name, so that `/bin/sh`
+/// linked to busybox is busybox, and busybox found in /proc (where `exe` is resolved and
+/// `file_name` unknown) is too.
+pub fn is_multi_call(exe: &str, file_name: Option<&str>) -> bool {
+    MULTI_CALL.contains(&basename(exe)) || file_name.is_some_and(|n| MULTI_CALL.contains(&n))
+}
+
 /// The position in `argv` of the argument a [`MULTI_CALL`] binary takes its applet from: the
 /// first whose name is not a multi-call binary's own (busybox hands its arguments down one
 /// at a time while they name busybox). `None` when every argument names one, or there are
@@ -152,7 +160,9 @@ pub fn applet_position<S: AsRef<str>>(argv: &[S]) -> Option<usize> {
         .position(|(i, arg)| !MULTI_CALL.contains(&multi_call_name(i, arg.as_ref())))
 }
 
-/// The applet `p` runs as when its executable is a [`MULTI_CALL`] binary: the last
+/// The applet `p` runs as when its executable is a [`MULTI_CALL`] binary (by its path's
+/// name or its real file's: [`is_multi_call`]; `/bin/sh` linked to busybox runs as the
+/// applet `argv[0]` names, which `exec -a nc /bin/sh` makes `nc`): the last
 /// component of `argv[0]` (a shell found in /proc, whose executable link says
 /// `/bin/busybox` for `/bin/sh`, runs as `sh`; so does `exec -a sh /bin/busybox`, and
 /// `exec -a -sh /bin/busybox`, a login shell), or, while that names a multi-call binary
@@ -165,7 +175,7 @@ pub fn applet_position<S: AsRef<str>>(argv: &[S]) -> Option<usize> {
 /// last component, not the whole argument, because busybox takes the last component:
 /// `busybox -/wget` runs `wget`.
 pub fn applet<'a>(p: &Process<'a>) -> Option<&'a str> {
-    if !MULTI_CALL.contains(&basename(p.exe)) {
+    if !is_multi_call(p.exe, p.file_name) {
         return None;
     }
     let position = applet_position(p.argv)?;
@@ -178,8 +188,10 @@ pub fn applet<'a>(p: &Process<'a>) -> Option<&'a str> {
 /// does not say which program it is: only `argv[0]` does.
 pub const SELF_EXE: &str = "/proc/self/exe";
 
-/// The pattern of the arguments that choose what an exec of `exe` with `argv` runs, when
-/// they choose it: for a [`MULTI_CALL`] binary and for [`SELF_EXE`], the arguments up to and
+/// The pattern of the arguments that choose what an exec of `exe` (whose file is really
+/// named `file_name`) with `argv` runs, when they choose it: for a [`MULTI_CALL`] binary
+/// ([`is_multi_call`]: `/bin/sh` linked to busybox is one) and for [`SELF_EXE`], the
+/// arguments up to and
 /// including the one that names the applet ([`applet_position`]), then `**` for any
 /// arguments after it (`busybox sh -c x` → `sh **`; `busybox wget u` → `busybox wget **`;
 /// `/proc/self/exe wget -q u` → `wget **`). When no argument names one, the whole argument
@@ -191,8 +203,12 @@ pub const SELF_EXE: &str = "/proc/self/exe";
 /// `busybox nc`), and a profile miss names it, so that repeats with other arguments are one
 /// violation. The arguments become tokens with [`literal_token`], and the pattern stays
 /// within [`MAX_TOKENS`]: past that many multi-call names the rest is left to `**`.
-pub fn applet_pattern<S: AsRef<str>>(exe: &str, argv: &[S]) -> Option<ArgvPattern> {
-    if exe != SELF_EXE && !MULTI_CALL.contains(&basename(exe)) {
+pub fn applet_pattern<S: AsRef<str>>(
+    exe: &str,
+    file_name: Option<&str>,
+    argv: &[S],
+) -> Option<ArgvPattern> {
+    if exe != SELF_EXE && !is_multi_call(exe, file_name) {
         return None;
     }
     let (chosen, any_after) = match applet_position(argv) {
@@ -372,6 +388,7 @@ mod tests {
     fn p<'a>(exe: &'a str, argv: &'a [String], uid: u32) -> Process<'a> {
         Process {
             exe,
+            file_name: None,
             argv,
             uid,
             exec_session: false,
@@ -584,9 +601,78 @@ mod tests {
     }
 
     #[test]
+    fn the_real_file_name_makes_a_link_to_busybox_busybox() {
+        let run = |exe: &'static str, file_name: Option<&'static str>, argv: &str| {
+            (exe, file_name, args(argv))
+        };
+        fn with<'a>(exe: &'a str, file_name: Option<&'a str>, argv: &'a [String]) -> Process<'a> {
+            Process {
+                file_name,
+                ..p(exe, argv, 1000)
+            }
+        }
+        // `exec -a nc /bin/sh`: busybox runs nc.
+        let (exe, name, argv) = run("/bin/sh", Some("busybox"), "nc -l -p 4444");
+        assert_eq!(applet(&with(exe, name, &argv)), Some("nc"));
+        assert_eq!(
+            binaries_check(&["nc"], exe, "nc -l -p 4444"),
+            ["/bin/sh"],
+            "named by argv[0] with or without the name"
+        );
+        // A program not named like a shell that links to busybox, asked to be one.
+        let (exe, name, argv) = run("/usr/sbin/httpd", Some("busybox"), "sh -c id");
+        assert!(is_shell(&with(exe, name, &argv)));
+        assert_eq!(
+            check(&Event::exec(with(exe, name, &argv)), "app"),
+            vec!["policy/baseline/no-shells=/usr/sbin/httpd"]
+        );
+        assert!(
+            !is_shell(&with(exe, None, &argv)),
+            "unknown name: as before"
+        );
+        assert!(
+            !is_shell(&with(exe, Some("httpd"), &argv)),
+            "a name that is not a multi-call binary: as before"
+        );
+        // busybox's re-exec of an applet, `/proc/self/exe` with `argv[0]` `sh`.
+        let (exe, name, argv) = run("/proc/self/exe", Some("busybox"), "sh -c id");
+        assert!(is_shell(&with(exe, name, &argv)));
+        assert!(!is_shell(&with(exe, None, &argv)));
+        // `Binaries` reads the applet the same way.
+        let wget = ["wget".to_owned()];
+        let (exe, name, argv) = run("/usr/sbin/httpd", Some("toybox"), "toybox wget u");
+        assert!(is_binary(&with(exe, name, &argv), &wget));
+        assert!(!is_binary(&with(exe, None, &argv), &wget));
+
+        // The learned pattern follows the same predicate.
+        let pattern = |exe: &str, file_name: Option<&str>, argv: &[&str]| {
+            applet_pattern(exe, file_name, argv).map(|p| p.0.join(" "))
+        };
+        assert_eq!(
+            pattern("/bin/sh", Some("busybox"), &["sh", "-c", "x"]).as_deref(),
+            Some("sh **")
+        );
+        assert_eq!(
+            pattern("/bin/sh", Some("busybox"), &["nc", "-l"]).as_deref(),
+            Some("nc **")
+        );
+        assert_eq!(pattern("/bin/sh", None, &["sh", "-c", "x"]), None);
+        assert_eq!(pattern("/bin/sh", Some("dash"), &["sh", "-c", "x"]), None);
+        assert_eq!(
+            pattern("/bin/busybox", Some("busybox"), &["sh"]).as_deref(),
+            Some("sh **"),
+            "both names agree"
+        );
+        assert!(is_multi_call("/bin/busybox", None));
+        assert!(is_multi_call("/bin/sh", Some("toybox")));
+        assert!(!is_multi_call("/bin/sh", Some("busybox.static")));
+        assert!(!is_multi_call("/bin/sh", None));
+    }
+
+    #[test]
     fn the_applet_pattern_pins_the_arguments_that_choose_the_applet() {
         let pattern = |exe: &str, argv: &[&str]| {
-            applet_pattern(exe, argv)
+            applet_pattern(exe, None, argv)
                 .map(|p| p.0.iter().map(String::as_str).collect::<Vec<_>>().join(" "))
         };
         for (exe, argv, expected) in [
@@ -639,10 +725,10 @@ mod tests {
         // Bounded by the schema: long arguments are cut, and a run of multi-call names
         // past the token limit is left to `**`.
         let long = "x".repeat(5000);
-        let p = applet_pattern("/proc/self/exe", &[long.as_str()]).unwrap();
+        let p = applet_pattern("/proc/self/exe", None, &[long.as_str()]).unwrap();
         assert!(p.0[0].len() <= MAX_TOKEN_LEN && p.matches(&[long.as_str(), "-q"]));
         let many = vec!["busybox"; 100];
-        let p = applet_pattern("/bin/busybox", &many).unwrap();
+        let p = applet_pattern("/bin/busybox", None, &many).unwrap();
         assert_eq!(p.0.len(), MAX_TOKENS);
         assert_eq!(p.0.last().map(String::as_str), Some("**"));
         assert!(p.matches(&many));
@@ -662,7 +748,7 @@ mod tests {
                 args(run.1)
             };
             learned.0 == run.0
-                && applet_pattern(learned.0, &learned_argv)
+                && applet_pattern(learned.0, None, &learned_argv)
                     .expect("a multi-call binary")
                     .matches(&run_argv)
         };
@@ -724,6 +810,7 @@ mod tests {
 
         let session = Process {
             exec_session: true,
+            file_name: None,
             ..p("/app/cli", &a, 1000)
         };
         assert_eq!(

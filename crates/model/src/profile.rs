@@ -392,6 +392,7 @@ mod tests {
             for exe in exes {
                 let p = Process {
                     exe,
+                    file_name: None,
                     argv: &argv,
                     uid: 1000,
                     exec_session: false,
@@ -587,6 +588,7 @@ mod tests {
             let argv = vec![applet.to_owned(), "-x".to_owned()];
             let proc = Process {
                 exe: "/bin/busybox",
+                file_name: None,
                 argv: &argv,
                 uid: 1000,
                 exec_session: false,
@@ -689,6 +691,7 @@ mod tests {
             let path = format!("/var/lib/application/data/file-{i:05}.db");
             let p = Process {
                 exe: &exe,
+                file_name: None,
                 argv: &argv,
                 uid: i,
                 exec_session: false,

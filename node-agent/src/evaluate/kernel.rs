@@ -577,6 +577,7 @@ pub(crate) mod tests {
             learned.observe(
                 &Event::exec(Process {
                     exe,
+                    file_name: None,
                     argv,
                     uid: 0,
                     exec_session: false,
@@ -628,6 +629,7 @@ pub(crate) mod tests {
             );
             let verdict = index.check(&Event::exec(Process {
                 exe,
+                file_name: None,
                 argv: &argv,
                 uid: 0,
                 exec_session: false,
@@ -817,6 +819,7 @@ pub(crate) mod tests {
             "app",
             &Event::exec(Process {
                 exe,
+                file_name: None,
                 argv,
                 uid: 1000,
                 exec_session: false,

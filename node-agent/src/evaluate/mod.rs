@@ -586,6 +586,7 @@ pub(crate) mod tests {
     fn exec<'a>(exe: &'a str, argv: &'a [String]) -> Event<'a> {
         Event::exec(Process {
             exe,
+            file_name: None,
             argv,
             uid: 0,
             exec_session: false,

@@ -540,6 +540,7 @@ mod tests {
     fn exec(exe: &str) -> Event<'_> {
         Event::exec(Process {
             exe,
+            file_name: None,
             argv: &[],
             uid: 0,
             exec_session: false,

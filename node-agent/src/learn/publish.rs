@@ -207,6 +207,7 @@ mod tests {
         for i in 0..n {
             let ev = Event::exec(Process {
                 exe: &exes[i % exes.len()],
+                file_name: None,
                 argv: &[],
                 uid: 0,
                 exec_session: false,

@@ -595,6 +595,7 @@ mod tests {
             start_time_ns: u64::from(pid) * 1000,
             uid: 0,
             exe: exe.into(),
+            file_name: None,
             argv: Argv::from_nul_block(argv, false),
             cgroup_id: 1,
             container,
