@@ -30,8 +30,6 @@ pub mod evaluate;
 pub mod idhash;
 pub mod learn;
 pub mod metrics;
-#[cfg(test)]
-mod mock;
 pub mod observe;
 pub mod pipeline;
 pub mod pods;

@@ -189,8 +189,8 @@ pub fn now() -> Timestamp {
 mod tests {
     use super::*;
     use crate::learn::tests::{key, pod};
-    use crate::mock::{mock, verify, Exchange};
     use herdwatch_model::{Event, Limits, Process};
+    use herdwatch_test_support::{mock, verify, Exchange};
     use prometheus::Opts;
     use serde_json::json;
 

@@ -200,9 +200,9 @@ impl ViolationWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::{mock, verify, Exchange};
     use herdwatch_api::convert::to_time;
     use herdwatch_model::Timestamp;
+    use herdwatch_test_support::{mock, verify, Exchange};
     use prometheus::Opts;
 
     fn record(count: u64, first: i64, last: i64) -> BehaviorViolation {
