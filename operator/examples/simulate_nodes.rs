@@ -629,6 +629,29 @@ impl Bench {
         }
     }
 
+    /// A phase of `changes` new entries per node and interval (at most `per_node`), for
+    /// the benchmark's phase duration; `noun` agrees with the count in the label.
+    async fn load_phase(
+        self: &Arc<Self>,
+        label: &str,
+        noun: &str,
+        changes: usize,
+        per_node: usize,
+    ) -> anyhow::Result<PhaseResult> {
+        let a = &self.args;
+        let per_round = changes.min(per_node);
+        let offered = (a.nodes * per_round) as f64 / a.interval.as_secs_f64();
+        self.phase(
+            &format!(
+                "{label}: {} nodes × {per_round} {noun} per {:?} (≈{offered:.0}/s offered)",
+                a.nodes, a.interval
+            ),
+            self.load(changes, Instant::now() + a.phase),
+            false,
+        )
+        .await
+    }
+
     /// Runs `work`, sampling the operator every second, then waits up to the timeout for the
     /// writes' merges; counts the merges seen within the phase's time.
     async fn phase<F>(&self, name: &str, work: F, drain: bool) -> anyhow::Result<PhaseResult>
@@ -904,19 +927,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     results.push(idle);
 
-    let small_rate = a.nodes * a.small_changes.min(per_node);
     let small = bench
-        .phase(
-            &format!(
-                "small load: {} nodes × {} change per {:?} (≈{:.0}/s offered)",
-                a.nodes,
-                a.small_changes.min(per_node),
-                a.interval,
-                small_rate as f64 / a.interval.as_secs_f64()
-            ),
-            bench.load(a.small_changes, Instant::now() + a.phase),
-            false,
-        )
+        .load_phase("small load", "change", a.small_changes, per_node)
         .await?;
     results.push(small);
     let left = bench.drain().await;
@@ -925,19 +937,8 @@ async fn main() -> anyhow::Result<()> {
         "invalid run: {left} writes of the small load never merged"
     );
 
-    let busy_rate = a.nodes * a.busy_changes.min(per_node);
     let full = bench
-        .phase(
-            &format!(
-                "busy load: {} nodes × {} changes per {:?} (≈{:.0}/s offered)",
-                a.nodes,
-                a.busy_changes.min(per_node),
-                a.interval,
-                busy_rate as f64 / a.interval.as_secs_f64()
-            ),
-            bench.load(a.busy_changes, Instant::now() + a.phase),
-            false,
-        )
+        .load_phase("busy load", "changes", a.busy_changes, per_node)
         .await?;
     results.push(full);
     let drain_started = Instant::now();
