@@ -191,9 +191,8 @@ pub const SELF_EXE: &str = "/proc/self/exe";
 /// The pattern of the arguments that choose what an exec of `exe` (whose file is really
 /// named `file_name`) with `argv` runs, when they choose it: for a [`MULTI_CALL`] binary
 /// ([`is_multi_call`]: `/bin/sh` linked to busybox is one) and for [`SELF_EXE`], the
-/// arguments up to and
-/// including the one that names the applet ([`applet_position`]), then `**` for any
-/// arguments after it (`busybox sh -c x` → `sh **`; `busybox wget u` → `busybox wget **`;
+/// arguments up to and including the one that names the applet ([`applet_position`]), then
+/// `**` for any arguments after it (`busybox sh -c x` → `sh **`; `busybox wget u` → `busybox wget **`;
 /// `/proc/self/exe wget -q u` → `wget **`). When no argument names one, the whole argument
 /// list (`busybox` alone → `busybox`; no arguments → the empty pattern, which matches only
 /// an empty list). `None` for every other executable, whose arguments do not change which
