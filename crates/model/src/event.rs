@@ -34,6 +34,22 @@ pub struct Process<'a> {
     pub in_image: Option<bool>,
 }
 
+impl<'a> Process<'a> {
+    /// `exe` run with `argv` as root by the container's own processes, from the image, with
+    /// no real file name known: the plainest process, which tests and benchmarks adjust with
+    /// struct update syntax.
+    pub fn root_in_image(exe: &'a str, argv: &'a [String]) -> Self {
+        Process {
+            exe,
+            file_name: None,
+            argv,
+            uid: 0,
+            exec_session: false,
+            in_image: Some(true),
+        }
+    }
+}
+
 impl Process<'_> {
     /// The last path component of the executable.
     pub fn exe_name(&self) -> &str {

@@ -552,14 +552,7 @@ mod tests {
         let nginx = vec!["nginx".to_owned()];
         for (exe, argv) in [("/bin/busybox", &su), ("/usr/sbin/nginx", &nginx)] {
             let ev = Event {
-                process: Process {
-                    exe,
-                    file_name: None,
-                    argv,
-                    uid: 0,
-                    exec_session: false,
-                    in_image: Some(true),
-                },
+                process: Process::root_in_image(exe, argv),
                 kind: EventKind::SetUid { uid: 1000 },
             };
             assert!(o.observe(&ev, ReplicaId(1), Timestamp(10), &l));
@@ -582,14 +575,7 @@ mod tests {
         };
         for applet in ["sh", "ls", "wget", "sh"] {
             let argv = vec![applet.to_owned()];
-            let p = Process {
-                exe: "/bin/busybox",
-                file_name: None,
-                argv: &argv,
-                uid: 0,
-                exec_session: false,
-                in_image: Some(true),
-            };
+            let p = Process::root_in_image("/bin/busybox", &argv);
             o.observe(&Event::exec(p), ReplicaId(1), Timestamp(10), &limits);
         }
         assert_eq!(

@@ -575,14 +575,7 @@ pub(crate) mod tests {
         ];
         for (exe, argv) in &seen {
             learned.observe(
-                &Event::exec(Process {
-                    exe,
-                    file_name: None,
-                    argv,
-                    uid: 0,
-                    exec_session: false,
-                    in_image: Some(true),
-                }),
+                &Event::exec(Process::root_in_image(exe, argv)),
                 ReplicaId(1),
                 Timestamp(1),
                 &Limits::DEFAULT,
@@ -627,14 +620,7 @@ pub(crate) mod tests {
                 kernel_kills,
                 "{exe} {argv:?} in the kernel"
             );
-            let verdict = index.check(&Event::exec(Process {
-                exe,
-                file_name: None,
-                argv: &argv,
-                uid: 0,
-                exec_session: false,
-                in_image: Some(true),
-            }));
+            let verdict = index.check(&Event::exec(Process::root_in_image(exe, &argv)));
             assert_eq!(
                 verdict.is_allowed(),
                 evaluator_allows,

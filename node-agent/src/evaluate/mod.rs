@@ -584,14 +584,7 @@ pub(crate) mod tests {
     }
 
     fn exec<'a>(exe: &'a str, argv: &'a [String]) -> Event<'a> {
-        Event::exec(Process {
-            exe,
-            file_name: None,
-            argv,
-            uid: 0,
-            exec_session: false,
-            in_image: Some(true),
-        })
+        Event::exec(Process::root_in_image(exe, argv))
     }
 
     #[test]

@@ -538,14 +538,7 @@ mod tests {
     }
 
     fn exec(exe: &str) -> Event<'_> {
-        Event::exec(Process {
-            exe,
-            file_name: None,
-            argv: &[],
-            uid: 0,
-            exec_session: false,
-            in_image: Some(true),
-        })
+        Event::exec(Process::root_in_image(exe, &[]))
     }
 
     fn learner() -> Learner {

@@ -205,14 +205,7 @@ mod tests {
         let id: Arc<str> = "c1".into();
         let exes: Vec<String> = (0..5).map(|i| format!("/bin/p{i}")).collect();
         for i in 0..n {
-            let ev = Event::exec(Process {
-                exe: &exes[i % exes.len()],
-                file_name: None,
-                argv: &[],
-                uid: 0,
-                exec_session: false,
-                in_image: Some(true),
-            });
+            let ev = Event::exec(Process::root_in_image(&exes[i % exes.len()], &[]));
             l.observe(
                 &id,
                 &p,
