@@ -74,6 +74,27 @@ agent_protected=$(awk '/^kind: DaemonSet/,/^---/' <<<"$protected")
 check "operator.protectedNamespaces reaches the agent too (it never kills there either)" \
   has 'value: "?payments,vault"?' "$agent_protected"
 
+# Process kills: on by default, off with agent.killProcesses=false, and off whenever the
+# operator runs dry (a dry run must carry out nothing, in the kernel neither).
+kill_env() { render "$@" | grep -A1 'name: HERDWATCH_KILL_PROCESSES' | tail -1; }
+check "the agent kills processes by default" has 'value: "true"' "$(kill_env)"
+check "agent.killProcesses=false reaches the agent" has 'value: "false"' "$(kill_env --set agent.killProcesses=false)"
+check "operator.dryRun=true stops the agents' process kills too" has 'value: "false"' "$(kill_env --set operator.dryRun=true)"
+check "the agent runs as system-node-critical by default" has 'priorityClassName: system-node-critical' "$agent"
+
+# Node trust: the admission policies render by default and name the release's own
+# service accounts; they can be turned off.
+policies=$(render --show-only templates/admission-policies.yaml)
+check "the agent's writes are pinned to its node by default" \
+  has "username == .system:serviceaccount:herdwatch:herdwatch-agent." "$policies"
+check "the node check reads the node the token is bound to" \
+  has "authentication.kubernetes.io/node-name" "$policies"
+check "the operator's pod changes are limited to herdwatch.dev/ labels" \
+  has "username == .system:serviceaccount:herdwatch:herdwatch-operator." "$policies"
+check "both policies are bound with Deny" test "$(grep -c 'validationActions: \[Deny\]' <<<"$policies")" = 2
+check "admissionPolicies.enabled=false renders no policy" \
+  lacks '^kind: ValidatingAdmissionPolicy' "$(render --set admissionPolicies.enabled=false)"
+
 monitoring=$(render --set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true \
   --set metrics.prometheusRule.enabled=true)
 check "ServiceMonitor renders when enabled" has '^kind: ServiceMonitor' "$monitoring"

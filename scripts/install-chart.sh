@@ -4,6 +4,7 @@
 # agent and both operator replicas are Ready, running the images `make images` imported.
 #
 # Usage: scripts/install-chart.sh [values.yaml]   (default: e2e/values.yaml)
+# HERDWATCH_READY_TIMEOUT: seconds to wait for the pods to be Ready (default 180).
 #
 # Two things `helm upgrade --install` alone does not do:
 # - Helm never updates the CRDs in a chart's crds/ once they exist, so they are applied
@@ -67,4 +68,40 @@ restart_if_stale() {
 }
 restart_if_stale daemonset "$RELEASE-agent" agent "$HERDWATCH_CACHE/images/herdwatch_agent_$IMAGE_TAG.oci.tar"
 restart_if_stale deployment "$RELEASE-operator" operator "$HERDWATCH_CACHE/images/herdwatch_operator_$IMAGE_TAG.oci.tar"
-say "herdwatch is Ready: $("$KUBECTL" -n "$NS" get pods -l "app.kubernetes.io/instance=$RELEASE" --no-headers | awk '{printf "%s %s %s; ", $1, $2, $3}')"
+
+# helm --wait is not the pods' word: it does not wait for a DaemonSet whose maxUnavailable
+# covers all of its nodes (one node), and a pod counted once may be crash-looping. So look
+# at the controllers' status for the current generation and at every pod, and fail at once
+# with the pods' logs when one cannot start.
+pods_state() {
+  "$KUBECTL" -n "$NS" get pods -l "app.kubernetes.io/instance=$RELEASE" -o jsonpath='{range .items[*]}{.metadata.name}{" ready="}{.status.conditions[?(@.type=="Ready")].status}{" restarts="}{.status.containerStatuses[*].restartCount}{" waiting="}{.status.containerStatuses[*].state.waiting.reason}{" terminated="}{.status.containerStatuses[*].state.terminated.reason}{"\n"}{end}'
+}
+controllers_ready() {
+  local ds dep
+  ds=$("$KUBECTL" -n "$NS" get daemonset "$RELEASE-agent" -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.status.desiredNumberScheduled} {.status.numberReady} {.status.updatedNumberScheduled} {.status.numberUnavailable}')
+  dep=$("$KUBECTL" -n "$NS" get deployment "$RELEASE-operator" -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.spec.replicas} {.status.readyReplicas} {.status.updatedReplicas}')
+  read -r g og want ready updated unavailable <<<"$ds"
+  [[ $g == "$og" && $want -gt 0 && $ready == "$want" && $updated == "$want" && ${unavailable:-0} == 0 ]] || return 1
+  read -r g og want ready updated <<<"$dep"
+  [[ $g == "$og" && $ready == "$want" && $updated == "$want" ]]
+}
+ready_deadline=$(($(date +%s) + ${HERDWATCH_READY_TIMEOUT:-180}))
+confirmed=""
+while :; do
+  state=$(pods_state)
+  if grep -Eq 'waiting=.*(CrashLoopBackOff|ErrImageNeverPull|ImagePullBackOff|CreateContainerConfigError|CreateContainerError|RunContainerError)' <<<"$state"; then
+    echo "$state" >&2
+    failed "a herdwatch pod cannot start (see its state and logs above)"
+  fi
+  if controllers_ready && ! grep -q 'ready=False' <<<"$state"; then
+    # The same restart counts a few seconds later: ready, not between two crashes.
+    [[ $confirmed == "$state" ]] && break
+    confirmed=$state
+    sleep 3
+    continue
+  fi
+  confirmed=""
+  (($(date +%s) < ready_deadline)) || { echo "$state" >&2; failed "herdwatch's pods did not all become Ready within ${HERDWATCH_READY_TIMEOUT:-180}s"; }
+  sleep 2
+done
+say "herdwatch is Ready (every pod checked): $("$KUBECTL" -n "$NS" get pods -l "app.kubernetes.io/instance=$RELEASE" --no-headers | awk '{printf "%s %s %s; ", $1, $2, $3}')"

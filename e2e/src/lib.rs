@@ -245,7 +245,18 @@ impl Env {
                     "agent {}/{} ready, operator {ready}/{want} ready",
                     s.number_ready, s.desired_number_scheduled
                 );
-                if s.desired_number_scheduled > 0
+                // The status must describe the current spec (an upgrade bumps the generation
+                // before the controller has looked at it), and count Ready pods, not helm's
+                // idea of done, which skips a DaemonSet on one node.
+                let current = |generation: Option<i64>, observed: Option<i64>| {
+                    generation.is_some() && generation == observed
+                };
+                if current(ds.metadata.generation, s.observed_generation)
+                    && current(
+                        dep.metadata.generation,
+                        dep.status.as_ref().and_then(|s| s.observed_generation),
+                    )
+                    && s.desired_number_scheduled > 0
                     && s.number_ready == s.desired_number_scheduled
                     && s.updated_number_scheduled.unwrap_or(0) == s.desired_number_scheduled
                     && ready == want
