@@ -87,7 +87,9 @@ chart-install:
 prometheus-up:
 	bash e2e/prometheus/prometheus.sh up
 
+# ab (apache2-utils) is the attack suite's load generator for its normal-day scenario.
 e2e-test: cluster-up images chart-install prometheus-up
+	@bash -c 'source e2e/cluster/lib/common.sh && ensure_debs ab:apache2-utils'
 	HERDWATCH_KUBECONFIG=$$($(CLUSTER) kubeconfig) \
 	  cargo test -p herdwatch-e2e --no-fail-fast -- --test-threads=1 --nocapture
 

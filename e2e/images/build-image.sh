@@ -9,6 +9,7 @@
 #   --workdir DIR      working directory (default /)
 #   --user UID[:GID]   user to run as (default: the image's root)
 #   --label KEY=VALUE  add an image label (repeatable)
+#   --keep-owners      keep the rootfs files' owners (default: everything owned by root)
 #   --output FILE      where to write the image archive
 #                      (default $HERDWATCH_CACHE/images/<name>_<tag>.oci.tar)
 #   --no-import        only write the archive
@@ -22,9 +23,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../cluster/lib/common.sh
 source "$HERE/../cluster/lib/common.sh"
 
-usage() { sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-cmd_args=() envs=() labels=() workdir=/ user="" output="" do_import=1
+cmd_args=() envs=() labels=() workdir=/ user="" output="" do_import=1 owners=(--owner=0 --group=0)
 while (($#)); do
   case $1 in
     --cmd) cmd_args+=("$2"); shift 2 ;;
@@ -33,6 +34,7 @@ while (($#)); do
     --user) user=$2; shift 2 ;;
     --label) labels+=("$2"); shift 2 ;;
     --output) output=$2; shift 2 ;;
+    --keep-owners) owners=(); shift ;;
     --no-import) do_import=0; shift ;;
     -h|--help) usage ;;
     --) shift; break ;;
@@ -74,9 +76,10 @@ put_blob() {
   echo "$d $(stat -c %s "$blobs/$d")"
 }
 
-# The layer: every file of the rootfs, owned by root, sorted, with fixed times.
+# The layer: every file of the rootfs, owned by root (unless --keep-owners), sorted, with
+# fixed times.
 (cd "$rootfs" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort) >"$work/files"
-tar -C "$rootfs" --no-recursion --numeric-owner --owner=0 --group=0 --mtime=@0 \
+tar -C "$rootfs" --no-recursion --numeric-owner "${owners[@]}" --mtime=@0 \
   --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
   -cf "$work/layer.tar" -T "$work/files"
 diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)

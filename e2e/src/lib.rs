@@ -13,6 +13,7 @@
 pub mod fixtures;
 pub mod metrics;
 pub mod prometheus;
+pub mod shop;
 
 use std::fmt::Display;
 use std::future::Future;

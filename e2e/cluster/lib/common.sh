@@ -55,6 +55,10 @@ SCHEDULER_PORT=10259
 # Images built locally (e2e/images) and imported into the cluster's containerd.
 PAUSE_IMAGE="herdwatch-e2e/pause:dev"
 WORKLOAD_IMAGE="herdwatch-e2e/workload:dev"
+# The attack suite's web shop (e2e/images/shop), and the same files under another digest
+# (a rolling update that changes nothing).
+SHOP_IMAGE="herdwatch-e2e/shop:dev"
+SHOP_IMAGE_V2="herdwatch-e2e/shop:v2"
 
 export PATH="/usr/local/go/bin:$PATH"
 
