@@ -522,7 +522,7 @@ fn memory() -> Result<Memory> {
     let store = Arc::new(PodStore::default());
     store.replace_all(node.pod_metas());
     let mut metrics = Metrics::new()?;
-    let health = Arc::new(Health::new(Some(store.clone())));
+    let health = Arc::new(Health::new(Some(store.clone()), Duration::from_secs(60)));
     let addr = runtime.block_on(async {
         let listener = metrics::bind("127.0.0.1:0".parse()?).await?;
         let addr = listener.local_addr()?;

@@ -38,9 +38,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or(Error::NoNodeName)?;
+    if args.stall_timeout <= args.metrics_interval {
+        return Err(Error::StallTimeout {
+            stall: args.stall_timeout,
+            interval: args.metrics_interval,
+        });
+    }
     let started = now();
     let store = Arc::new(PodStore::default());
-    let health = Arc::new(Health::new(Some(store.clone())));
+    let health = Arc::new(Health::new(Some(store.clone()), args.stall_timeout));
     let mut metrics = Metrics::new()?;
 
     // Serve health first, so the kubelet sees a live (not yet ready) agent while it loads.
@@ -169,6 +175,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut batch = Vec::with_capacity(4096);
     let mut lost_seen: u64 = 0;
     loop {
+        health.beat();
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

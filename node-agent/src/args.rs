@@ -112,6 +112,12 @@ pub struct RunArgs {
     #[arg(long, env = "HERDWATCH_METRICS_INTERVAL", default_value = "1s", value_parser = parse_duration_arg)]
     pub metrics_interval: Duration,
 
+    /// /healthz fails once the event loop has gone this long without a round (it goes
+    /// round at least every --metrics-interval), so that the kubelet restarts an agent
+    /// that is stuck rather than one that is only slow to answer.
+    #[arg(long, env = "HERDWATCH_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration_arg)]
+    pub stall_timeout: Duration,
+
     /// How often changed BehaviorObservations are written: each observation at most once
     /// per interval, however many events changed it.
     #[arg(long, env = "HERDWATCH_PUBLISH_INTERVAL", default_value = "10s", value_parser = parse_duration_arg)]

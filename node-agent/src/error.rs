@@ -41,6 +41,15 @@ pub enum Error {
     )]
     NoNodeName,
 
+    #[error(
+        "--stall-timeout ({stall:?}) must be longer than --metrics-interval ({interval:?}): the \
+         event loop goes round once per interval when nothing happens"
+    )]
+    StallTimeout {
+        stall: std::time::Duration,
+        interval: std::time::Duration,
+    },
+
     #[error(transparent)]
     Capture(#[from] crate::capture::CaptureError),
 

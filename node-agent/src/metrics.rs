@@ -12,9 +12,9 @@
 //! and time, and connections in number.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herdwatch_abi::{EventKind, EVENT_KIND_SLOTS};
 use herdwatch_api::common::Mode;
@@ -403,23 +403,43 @@ fn clamp(v: u64) -> i64 {
 }
 
 /// Liveness and readiness.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     attached: AtomicBool,
     /// Present when the agent runs in Kubernetes: ready needs its first list.
     pods: Option<Arc<PodStore>>,
+    /// When the event loop last went round, in milliseconds since `epoch`.
+    heartbeat_ms: AtomicU64,
+    epoch: Instant,
+    /// How long the event loop may go without a round before the agent is not live.
+    stall_after: Duration,
 }
 
 impl Health {
-    pub fn new(pods: Option<Arc<PodStore>>) -> Self {
+    pub fn new(pods: Option<Arc<PodStore>>, stall_after: Duration) -> Self {
         Health {
             attached: AtomicBool::new(false),
             pods,
+            heartbeat_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stall_after,
         }
     }
 
     pub fn set_attached(&self) {
+        self.beat();
         self.attached.store(true, Ordering::Release);
+    }
+
+    /// The event loop went round.
+    pub fn beat(&self) {
+        self.beat_at(Instant::now());
+    }
+
+    fn beat_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis();
+        self.heartbeat_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// None when ready, else what is missing.
@@ -431,6 +451,18 @@ impl Health {
             return Some("the pod watch has not synced yet");
         }
         None
+    }
+
+    /// How long the event loop has been stuck at `now`, when that is longer than allowed.
+    /// Loading the programs can take a while and counts as progress: only an attached
+    /// agent can stall.
+    pub fn stalled_at(&self, now: Instant) -> Option<Duration> {
+        if !self.attached.load(Ordering::Acquire) {
+            return None;
+        }
+        let last = self.epoch + Duration::from_millis(self.heartbeat_ms.load(Ordering::Acquire));
+        let quiet = now.saturating_duration_since(last);
+        (quiet > self.stall_after).then_some(quiet)
     }
 }
 
@@ -503,7 +535,16 @@ pub fn route(request_line: &str, registry: &Registry, health: &Health) -> Respon
             },
             Err(e) => Response::text(500, format!("cannot encode metrics: {e}\n")),
         },
-        "/healthz" => Response::text(200, "ok\n"),
+        "/healthz" => match health.stalled_at(Instant::now()) {
+            None => Response::text(200, "ok\n"),
+            Some(quiet) => Response::text(
+                503,
+                format!(
+                    "stalled: the event loop has made no progress for {}s\n",
+                    quiet.as_secs()
+                ),
+            ),
+        },
         "/readyz" => match health.not_ready() {
             None => Response::text(200, "ready\n"),
             Some(why) => Response::text(503, format!("not ready: {why}\n")),
@@ -591,7 +632,7 @@ mod tests {
     use super::*;
 
     fn body_of(m: &Metrics) -> String {
-        route("GET /metrics HTTP/1.1", &m.registry(), &Health::default()).body
+        route("GET /metrics HTTP/1.1", &m.registry(), &Health::new(None, STALL)).body
     }
 
     #[test]
@@ -662,7 +703,7 @@ mod tests {
     #[test]
     fn readiness_needs_the_capture_and_the_pod_sync() {
         let store = Arc::new(PodStore::default());
-        let health = Health::new(Some(store.clone()));
+        let health = Health::new(Some(store.clone()), STALL);
         let r = Registry::new();
         let resp = route("GET /readyz HTTP/1.1", &r, &health);
         assert_eq!(resp.status, 503);
@@ -674,20 +715,50 @@ mod tests {
         store.replace_all(Vec::new());
         assert_eq!(route("GET /readyz HTTP/1.1", &r, &health).status, 200);
         // Without Kubernetes, attached is enough.
-        let standalone = Health::new(None);
+        let standalone = Health::new(None, STALL);
         standalone.set_attached();
         assert_eq!(route("GET /readyz HTTP/1.1", &r, &standalone).status, 200);
         // Liveness does not depend on either.
         assert_eq!(
-            route("GET /healthz HTTP/1.1", &r, &Health::default()).status,
+            route("GET /healthz HTTP/1.1", &r, &Health::new(None, STALL)).status,
             200
         );
+    }
+
+    const STALL: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn liveness_fails_when_the_event_loop_stops_going_round() {
+        let health = Health::new(None, STALL);
+        let start = Instant::now();
+        // Loading the programs may take long: not attached is not stalled.
+        assert_eq!(health.stalled_at(start + 10 * STALL), None);
+        health.set_attached();
+        health.beat_at(start);
+        assert_eq!(health.stalled_at(start + STALL / 2), None);
+        let quiet = health.stalled_at(start + STALL + Duration::from_secs(5));
+        assert!(quiet.is_some_and(|q| q > STALL), "{quiet:?}");
+        // A round brings it back.
+        health.beat_at(start + STALL + Duration::from_secs(6));
+        assert_eq!(
+            health.stalled_at(start + STALL + Duration::from_secs(7)),
+            None
+        );
+
+        // Through HTTP: a loop that has not gone round for longer than allowed fails /healthz
+        // with the reason.
+        let stuck = Health::new(None, Duration::ZERO);
+        stuck.set_attached();
+        std::thread::sleep(Duration::from_millis(5));
+        let resp = route("GET /healthz HTTP/1.1", &Registry::new(), &stuck);
+        assert_eq!(resp.status, 503, "{}", resp.body);
+        assert!(resp.body.contains("no progress"), "{}", resp.body);
     }
 
     #[test]
     fn routing_of_odd_requests() {
         let r = Registry::new();
-        let h = Health::default();
+        let h = Health::new(None, STALL);
         assert_eq!(route("GET /nope HTTP/1.1", &r, &h).status, 404);
         assert_eq!(route("POST /metrics HTTP/1.1", &r, &h).status, 405);
         assert_eq!(route("", &r, &h).status, 400);
@@ -705,7 +776,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Metrics::new().unwrap();
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(None, STALL));
         let server = tokio::spawn(serve(listener, metrics.registry(), health));
         let mut conn = TcpStream::connect(addr).await.unwrap();
         conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
