@@ -68,7 +68,8 @@ async fn herdwatch_pod(env: &Env, component: &str) -> Pod {
 
 /// A violation record as an agent of `node` would write it, about `pod`.
 fn record(ns: &str, name: &str, node: &str, pod: &Pod) -> BehaviorViolation {
-    let now = "2026-01-01T00:00:00Z";
+    // Now, so that the operator's retention keeps it while the test runs.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
     serde_json::from_value(json!({
         "apiVersion": "herdwatch.dev/v1alpha1",
         "kind": "BehaviorViolation",
@@ -84,7 +85,7 @@ fn record(ns: &str, name: &str, node: &str, pod: &Pod) -> BehaviorViolation {
             "container": "app",
             "imageDigest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
             "workload": {"kind": "Pod", "name": pod.metadata.name.clone().unwrap_or_default()},
-            "event": {"kind": "Exec", "exe": "/bin/wget", "uid": 0},
+            "event": {"kind": "exec", "exe": "/bin/wget", "uid": 0},
             "count": 1,
             "firstSeen": now,
             "lastSeen": now,
@@ -219,8 +220,9 @@ async fn the_operator_token_changes_only_herdwatch_labels_of_pods() {
             pods.patch(
                 "subject",
                 &pp,
-                &Patch::Merge(json!({"spec": {"containers": [
-                    {"name": "app", "image": "herdwatch-e2e/other:dev"}
+                // Strategic: only the image changes, as an intruder would want.
+                &Patch::Strategic(json!({"spec": {"containers": [
+                    {"name": "app", "image": "herdwatch-e2e/shop:dev"}
                 ]}})),
             )
             .await,

@@ -632,7 +632,12 @@ mod tests {
     use super::*;
 
     fn body_of(m: &Metrics) -> String {
-        route("GET /metrics HTTP/1.1", &m.registry(), &Health::new(None, STALL)).body
+        route(
+            "GET /metrics HTTP/1.1",
+            &m.registry(),
+            &Health::new(None, STALL),
+        )
+        .body
     }
 
     #[test]
