@@ -46,6 +46,7 @@ check "the agent is not privileged by default" lacks 'privileged: true' "$defaul
 check "the agent shares the host pid namespace" has 'hostPID: true' "$agent"
 check "the agent drops all capabilities before adding its own" has 'drop: \["ALL"\]' "$agent"
 check "the agent adds no CAP_SYS_ADMIN" lacks 'SYS_ADMIN' "$agent"
+check "the agent needs no tracefs from the host" lacks 'tracing|debugfs' "$agent"
 check "nothing references secrets (RBAC, volumes, env)" lacks 'secret' "$default"
 check "the operator runs 2 replicas" has 'replicas: 2' "$default"
 check "the operator elects a leader" \

@@ -9,8 +9,8 @@
 //! (node-agent's `capture` module) fills from the running kernel's BTF, because aya-ebpf
 //! has no CO-RE field relocations.
 //!
-//! Only tracepoints are used (tp_btf and classic): kprobes, fentry and BPF LSM are not
-//! available on the kernels herdwatch targets.
+//! Only BTF tracepoints (tp_btf) are used, so nothing needs tracefs: kprobes, fentry and
+//! BPF LSM are not available on the kernels herdwatch targets.
 #![no_std]
 #![no_main]
 // For the atomic intrinsics of `atomic.rs`.

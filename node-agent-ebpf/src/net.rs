@@ -1,5 +1,5 @@
-//! Network endpoints: TCP connect, listen and accept from the `sock/inet_sock_set_state`
-//! tracepoint, UDP destinations from `sock/sock_send_length`. Each is reported once per
+//! Network endpoints: TCP connect, listen and accept from the `inet_sock_set_state`
+//! tracepoint, UDP destinations from `sock_send_length`. Each is reported once per
 //! (cgroup, op, peer address, port).
 //!
 //! Why these sources:
@@ -9,8 +9,11 @@
 //!   connection completing) happens in softirq context, where the current task is whoever
 //!   was interrupted, so the cgroup is read from the socket itself (`sk_cgrp_data`, set from
 //!   the listener's creator), and the process from the `listen()` we saw on that port.
-//! - The classic tracepoint rather than tp_btf: its record already holds the addresses and
-//!   ports, and its layout is published in its format file, which the loader checks.
+//! - BTF tracepoints (tp_btf), like every program of herdwatch's: their arguments are the
+//!   kernel's own (`struct sock *`, old and new state), and the addresses and ports are
+//!   read from the socket at offsets the loader takes from the kernel's BTF. A classic
+//!   tracepoint would need tracefs to attach and to publish its record's layout, and a
+//!   freshly booted node has no tracefs mounted.
 //! - UDP has no connection state to trace. `sock_send_length` fires after every socket
 //!   send with the `struct sock` and its protocol, in the sending task, so no syscall exit
 //!   needs tracing: the destination is the address the send syscall named (read through
@@ -20,9 +23,9 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::gen,
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::BtfTracePointContext,
 };
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
@@ -58,50 +61,49 @@ struct ListenerKey {
 #[map]
 static LISTENERS: LruHashMap<ListenerKey, Actor> = LruHashMap::with_max_entries(4096, 0);
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let _ = try_inet_sock_set_state(&ctx);
     0
 }
 
-/// Reads a field of the tracepoint record at a loader-checked offset.
+/// `inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)`.
 #[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: usize) -> Result<T, Error> {
-    // SAFETY: bpf_probe_read copes with any address; the offset comes from the format file.
-    unsafe { ctx.read_at::<T>(offset) }
-}
-
-#[inline(always)]
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), Error> {
-    if field::<u16>(ctx, off!(tp_protocol))? != u16::from(IPPROTO_TCP) {
-        return Ok(());
-    }
-    let old: i32 = field(ctx, off!(tp_oldstate))?;
-    let new: i32 = field(ctx, off!(tp_newstate))?;
+fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), Error> {
+    // SAFETY: the tracepoint's arguments, as its prototype declares them.
+    let (sk, old, new) = unsafe {
+        (
+            ctx.arg::<usize>(0),
+            ctx.arg::<u64>(1) as i32,
+            ctx.arg::<u64>(2) as i32,
+        )
+    };
     let op = match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => NET_CONNECT,
         (TCP_CLOSE, TCP_LISTEN) => NET_LISTEN,
         (TCP_SYN_RECV, TCP_ESTABLISHED) => NET_ACCEPT,
         _ => return Ok(()),
     };
-    let family = field::<u16>(ctx, off!(tp_family))?;
+    if kread::<u16>(sk, off!(sock_protocol))? != u16::from(IPPROTO_TCP) {
+        return Ok(());
+    }
+    let family: u16 = kread(sk, off!(sock_family))?;
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
     if family == u16::from(AF_INET) {
-        saddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, off!(tp_saddr))?);
-        daddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, off!(tp_daddr))?);
+        saddr[..4].copy_from_slice(&kread::<[u8; 4]>(sk, off!(sock_rcv_saddr))?);
+        daddr[..4].copy_from_slice(&kread::<[u8; 4]>(sk, off!(sock_daddr))?);
     } else if family == u16::from(AF_INET6) {
-        saddr = field(ctx, off!(tp_saddr_v6))?;
-        daddr = field(ctx, off!(tp_daddr_v6))?;
+        saddr = kread(sk, off!(sock_v6_rcv_saddr))?;
+        daddr = kread(sk, off!(sock_v6_daddr))?;
     } else {
         return Ok(());
     }
-    // Host byte order in the record (the tracepoint applies ntohs).
-    let sport: u16 = field(ctx, off!(tp_sport))?;
-    let dport: u16 = field(ctx, off!(tp_dport))?;
+    // Host byte order: skc_num is kept so; skc_dport is in network order.
+    let sport: u16 = kread(sk, off!(sock_num))?;
+    let dport = u16::from_be(kread::<u16>(sk, off!(sock_dport))?);
 
     let (cgroup_id, actor) = if op == NET_ACCEPT {
-        let sk: usize = field(ctx, off!(tp_skaddr))?;
         let cgroup_id = socket_cgroup_id(sk)?;
         let key = ListenerKey {
             cgroup_id,
@@ -204,25 +206,26 @@ fn emit_once(
     Ok(())
 }
 
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     let _ = try_sock_send_length(&ctx);
     0
 }
 
 /// A datagram sent on a UDP socket: where to. Fires after every socket send
-/// (`sock_sendmsg`), in the sending task, with the `struct sock`.
+/// (`sock_sendmsg`), in the sending task:
+/// `sock_send_length(struct sock *sk, int ret, int flags)`.
 #[inline(always)]
-fn try_sock_send_length(ctx: &TracePointContext) -> Result<(), Error> {
-    if field::<u16>(ctx, off!(tp_send_protocol))? != u16::from(IPPROTO_UDP)
-        || field::<i32>(ctx, off!(tp_send_ret))? < 0
-    {
+fn try_sock_send_length(ctx: &BtfTracePointContext) -> Result<(), Error> {
+    // SAFETY: the tracepoint's arguments, as its prototype declares them.
+    let (sk, ret) = unsafe { (ctx.arg::<usize>(0), ctx.arg::<u64>(1) as i32) };
+    if ret < 0 || kread::<u16>(sk, off!(sock_protocol))? != u16::from(IPPROTO_UDP) {
         return Ok(());
     }
     let (family, port, daddr) = match send_address()? {
         Some(destination) => destination,
         // No address with the send: the socket's connected peer.
-        None => connected_peer(field(ctx, off!(tp_send_sk))?)?,
+        None => connected_peer(sk)?,
     };
     if port == 0 {
         return Ok(());

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -877,6 +877,66 @@ fn unprivileged_child() {
             .starts_with("BPF not permitted: run as root or grant CAP_BPF and CAP_PERFMON"),
         "{err}"
     );
+}
+
+/// Runs [`tracefs_free_child`] as a freshly booted node's agent pod would be: in a mount
+/// namespace of its own where no tracefs is mounted, and without CAP_SYS_ADMIN, so that it
+/// cannot mount one either. The host's mounts are left as they are.
+#[test]
+fn a_node_without_tracefs_is_watched_all_the_same() {
+    assert_root();
+    let exe = std::env::current_exe().expect("test binary path");
+    let script = r#"
+        for m in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug; do
+          umount -l "$m" 2>/dev/null || true
+        done
+        exec /usr/bin/setpriv --inh-caps=-sys_admin --ambient-caps=-sys_admin \
+          --bounding-set=-sys_admin -- "$0" --exact tracefs_free_child --ignored --nocapture
+    "#;
+    let output = Command::new("/usr/bin/unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .arg(exe)
+        .output()
+        .expect("running unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the agent could not load and watch without tracefs:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by a_node_without_tracefs_is_watched_all_the_same, without tracefs or CAP_SYS_ADMIN"]
+fn tracefs_free_child() {
+    for dir in [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ] {
+        assert!(
+            !Path::new(dir).exists(),
+            "{dir} exists: the test's mount namespace still has a tracefs"
+        );
+    }
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("no-tracefs");
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
+    cgroup.python(
+        "import socket, sys\nsocket.create_connection(('127.0.0.1', int(sys.argv[1]))).close()\n",
+        &[&port.to_string()],
+    );
+    h.wait_for(&cgroup, "a TCP connect seen without tracefs", |events| {
+        nets(events).any(|n| n.op == NET_CONNECT && n.dport == port)
+    });
 }
 
 /// The path the kernel reports for an exec of `program`: its real path, so that the tests

@@ -304,10 +304,10 @@ const _: () = assert!(offset_of!(FileEvent, path) == 56);
 const _: () = assert!(size_of::<IdentityEvent>() == 80);
 const _: () = assert!(offset_of!(IdentityEvent, args) == 64);
 
-/// Byte offsets of the few kernel struct fields and tracepoint record fields the programs
-/// read. aya-ebpf has no CO-RE field relocations, so the loader resolves these at load time
-/// from the running kernel's BTF (`/sys/kernel/btf/vmlinux`) and the tracepoint format files,
-/// and writes them to the programs' read-only global [`OFFSETS_GLOBAL`] before loading.
+/// Byte offsets of the few kernel struct fields the programs read. aya-ebpf has no CO-RE
+/// field relocations, so the loader resolves these at load time from the running kernel's
+/// BTF (`/sys/kernel/btf/vmlinux`; no tracefs needed: every program is a BTF tracepoint
+/// whose arguments are kernel pointers), and writes them to the programs' read-only global [`OFFSETS_GLOBAL`] before loading.
 /// The verifier sees them as constants.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -337,34 +337,23 @@ pub struct KernelOffsets {
     pub bprm_file: u32,
     pub file_dentry: u32,
     pub dentry_name: u32,
-    /// The peer of a connected socket: `sock.__sk_common.skc_family`, `skc_daddr`,
-    /// `skc_dport`, `skc_v6_daddr`.
+    /// The ends of a socket: `sock.__sk_common.skc_family`, `skc_daddr`, `skc_dport`
+    /// (network order), `skc_v6_daddr`, and the local `skc_rcv_saddr`, `skc_num` (host
+    /// order), `skc_v6_rcv_saddr`; `sock.sk_protocol`.
     pub sock_family: u32,
     pub sock_daddr: u32,
     pub sock_dport: u32,
     pub sock_v6_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_num: u32,
+    pub sock_v6_rcv_saddr: u32,
+    pub sock_protocol: u32,
     /// socket → cgroup id: `sock.sk_cgrp_data.cgroup`, `cgroup.kn`, `kernfs_node.id`.
     pub sock_cgroup: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
-    /// Fields of the `sock/inet_sock_set_state` tracepoint record.
-    pub tp_skaddr: u32,
-    pub tp_oldstate: u32,
-    pub tp_newstate: u32,
-    pub tp_sport: u32,
-    pub tp_dport: u32,
-    pub tp_family: u32,
-    pub tp_protocol: u32,
-    pub tp_saddr: u32,
-    pub tp_daddr: u32,
-    pub tp_saddr_v6: u32,
-    pub tp_daddr_v6: u32,
-    /// Fields of the `sock/sock_send_length` tracepoint record.
-    pub tp_send_sk: u32,
-    pub tp_send_protocol: u32,
-    pub tp_send_ret: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 40 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 30 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]

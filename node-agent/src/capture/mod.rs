@@ -1,6 +1,6 @@
 //! Loads herdwatch's eBPF programs into the kernel and reads their events.
 //!
-//! [`Capture::load`] checks what the kernel must offer (BTF, privileges, tracefs), resolves
+//! [`Capture::load`] checks what the kernel must offer (BTF, privileges), resolves
 //! the kernel struct offsets the programs need from the running kernel's BTF (aya-ebpf has
 //! no CO-RE relocations), loads the object built from `node-agent-ebpf` by the build
 //! script, and attaches every program. [`Capture::next_batch`] then waits for the ring
@@ -23,11 +23,10 @@ mod offsets;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
+use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 use herdwatch_abi::{
     decode, Enforcement, Event, ExeKey, ExeVerdict, EMITTED_MAP, ENFORCE_MAP, EVENTS_MAP,
@@ -45,9 +44,6 @@ fn object() -> &'static [u8] {
 }
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-/// Where aya looks for tracefs, in its order; herdwatch mounts it at the first if neither
-/// has it.
-const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 /// Records handed out per `next_batch` at most, so one busy burst cannot starve the rest
 /// of the agent's tasks.
 const MAX_BATCH: usize = 8192;
@@ -104,11 +100,6 @@ pub enum CaptureError {
     ReadBtf(#[source] io::Error),
     #[error("BPF not permitted: run as root or grant CAP_BPF and CAP_PERFMON ({0})")]
     NotPermitted(String),
-    #[error(
-        "tracefs is not mounted (looked in {}) and mounting it at {} failed: {reason}",
-        TRACEFS_PATHS.join(", "), TRACEFS_PATHS[0]
-    )]
-    Tracefs { reason: String },
     #[error(transparent)]
     Offsets(#[from] OffsetsError),
     #[error("invalid capture configuration: {0}")]
@@ -152,16 +143,16 @@ pub struct Capture {
     _ebpf: Ebpf,
 }
 
-/// (program, tracepoint) pairs of the BTF tracepoint programs.
-const BTF_PROGRAMS: [(&str, &str); 3] = [
+/// (program, tracepoint) pairs of the programs, all BTF tracepoints: attaching them needs
+/// no tracefs, which a freshly booted node does not have mounted.
+const BTF_PROGRAMS: [(&str, &str); 5] = [
+    ("inet_sock_set_state", "inet_sock_set_state"),
+    ("sock_send_length", "sock_send_length"),
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
     // Last: once it runs, first sightings flow, and the others are in place to see them.
     ("sys_enter", "sys_enter"),
 ];
-/// Programs on classic tracepoints, which all read their records through offsets checked
-/// against the format files.
-const TRACEPOINT_PROGRAMS: [&str; 2] = [offsets::SOCK_STATE_NAME, offsets::SOCK_SEND_NAME];
 
 impl Capture {
     /// Loads and attaches every program.
@@ -175,13 +166,9 @@ impl Capture {
             return Err(CaptureError::NoBtf);
         }
         check_capabilities()?;
-        let tracefs = ensure_tracefs()?;
 
         let raw_btf = std::fs::read(VMLINUX_BTF).map_err(CaptureError::ReadBtf)?;
-        let offsets = offsets::resolve(
-            &btf::Btf::parse(&raw_btf).map_err(OffsetsError::from)?,
-            &tracefs,
-        )?;
+        let offsets = offsets::resolve(&btf::Btf::parse(&raw_btf).map_err(OffsetsError::from)?)?;
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::Load(e.into()))?;
 
         let mut ebpf = EbpfLoader::new()
@@ -201,12 +188,6 @@ impl Capture {
                 permission_or(source, |source| CaptureError::Program { program, source })
             }
         };
-        for name in TRACEPOINT_PROGRAMS {
-            let prog: &mut TracePoint = program(&mut ebpf, name)?;
-            prog.load().map_err(program_error(name))?;
-            prog.attach(offsets::SOCK_CATEGORY, name)
-                .map_err(program_error(name))?;
-        }
         for (name, tracepoint) in BTF_PROGRAMS {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &kernel_btf)
@@ -490,35 +471,6 @@ fn permission_or<E: std::error::Error + 'static>(
         cause = err.source();
     }
     other(error)
-}
-
-/// Finds tracefs where aya will look for it, mounting it at the usual place if it is not
-/// mounted anywhere (classic tracepoints attach through it).
-fn ensure_tracefs() -> Result<PathBuf, CaptureError> {
-    let mounted = || {
-        TRACEFS_PATHS
-            .iter()
-            .map(PathBuf::from)
-            .find(|path| path.join("events").is_dir())
-    };
-    if let Some(path) = mounted() {
-        return Ok(path);
-    }
-    let target = TRACEFS_PATHS[0];
-    let output = Command::new("mount")
-        .args(["-t", "tracefs", "tracefs", target])
-        .output()
-        .map_err(|e| CaptureError::Tracefs {
-            reason: format!("cannot run mount: {e}"),
-        })?;
-    if !output.status.success() {
-        return Err(CaptureError::Tracefs {
-            reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    mounted().ok_or_else(|| CaptureError::Tracefs {
-        reason: format!("{target}/events is still missing after mounting"),
-    })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
