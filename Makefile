@@ -38,8 +38,10 @@ shellcheck:
 
 lint: fmt-check clippy shellcheck
 
-# The end-to-end tests need the local cluster: they run in e2e-test, not here.
+# The end-to-end tests need the local cluster: they run in e2e-test, not here. The kernel
+# tests run a real runc container (runc, and busybox-static for its rootfs).
 unit-test: toolchain
+	@bash -c 'source e2e/cluster/lib/common.sh && ensure_debs /usr/sbin/runc:runc /bin/busybox:busybox-static'
 	cargo test --workspace --exclude herdwatch-e2e
 
 # The whole suite: lints, generated-file drift, unit and kernel tests (as root), the chart,

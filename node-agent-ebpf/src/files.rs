@@ -17,6 +17,7 @@ use herdwatch_abi::{
 };
 
 use crate::common::{copy_bytes, reserve, submit, uread, write_header, Actor, Error};
+use crate::setup;
 use crate::syscalls::{reg, NR_CREAT, NR_OPEN, NR_OPENAT, REG_DI, REG_DX, REG_SI};
 
 const O_WRONLY: u64 = 0o1;
@@ -98,6 +99,11 @@ pub fn on_open(regs: *const u64, nr: i64, cgroup_id: u64) -> Result<(), Error> {
     // SAFETY: `key` is a valid map value (see above).
     let key_ref = unsafe { &*key };
     if FILE_SEEN.get_ptr(key_ref).is_some() {
+        return Ok(());
+    }
+    // Not the runtime's own files (its state on the host, the image's rootfs before the
+    // pivot): not reported, and not remembered as seen.
+    if setup::in_runtime_setup(cgroup_id) {
         return Ok(());
     }
     // NOEXIST: when two CPUs race on the same key, only the one that inserts reports.

@@ -23,6 +23,7 @@ mod files;
 mod identity;
 mod net;
 mod process;
+mod setup;
 mod syscalls;
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};

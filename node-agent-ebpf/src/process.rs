@@ -35,7 +35,7 @@ use herdwatch_abi::{
 use crate::common::{
     current_cgroup_id, effective_ids, kread, off, reserve, submit, write_header, Actor, Error,
 };
-use crate::identity;
+use crate::{identity, setup};
 
 const SIGKILL: u32 = 9;
 
@@ -247,6 +247,8 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     let (task, bprm): (*const c_void, *const c_void) = unsafe { (ctx.arg(0), ctx.arg(2)) };
     let (task, bprm) = (task as usize, bprm as usize);
     let cgroup_id = current_cgroup_id();
+    let actor = Actor::current();
+    setup::note_exec(task, actor.pid, cgroup_id);
     // Copied into a value written on both paths (zeros when the cgroup has no entry): the
     // verifier refuses to spill a register never written, which the compiler emitted for
     // the fields of a `None` once the program grew.
@@ -277,7 +279,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
             addr_of_mut!((*event).header),
             EventKind::Exec,
             cgroup_id,
-            Actor::current(),
+            actor,
         );
         addr_of_mut!((*event).ppid).write(ppid);
         addr_of_mut!((*event).euid).write(euid);
@@ -321,6 +323,8 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), Error> {
     if kread::<i32>(signal, off!(signal_live))? != 0 {
         return Ok(());
     }
+    let actor = Actor::current();
+    setup::forget(actor.pid);
     let exit_code: i32 = kread(task, off!(task_exit_code)).unwrap_or(0);
     let Some(mut entry) = reserve::<ExitEvent>(EventKind::Exit) else {
         return Ok(());
@@ -332,7 +336,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), Error> {
             addr_of_mut!((*event).header),
             EventKind::Exit,
             current_cgroup_id(),
-            Actor::current(),
+            actor,
         );
         addr_of_mut!((*event).exit_code).write(exit_code);
         addr_of_mut!((*event)._pad).write(0);

@@ -23,7 +23,7 @@ use core::ptr::addr_of_mut;
 use herdwatch_abi::{EventKind, SyscallBitmap, SyscallEvent, MAX_SYSCALL_NR, SYSCALL_BITMAP_WORDS};
 
 use crate::common::{current_cgroup_id, reserve, submit, write_header, Actor};
-use crate::{atomic, files, identity};
+use crate::{atomic, files, identity, setup};
 
 /// Indexes of `struct pt_regs` (x86_64, in u64 words) of the syscall number and the
 /// arguments read (the syscall convention passes rdi, rsi, rdx, r10, r8, r9).
@@ -175,6 +175,11 @@ fn sys_enter_uncommon(
     seen: bool,
 ) {
     if !seen {
+        // The runtime's set-up marks nothing and reports nothing (see `setup`): its
+        // syscalls go on through this path until its exec, which is only a moment.
+        if setup::in_runtime_setup(cgroup_id) {
+            return;
+        }
         note_syscall_slow(cgroup_id, nr, slot);
     }
     let nr = i64::from(nr);
@@ -185,7 +190,9 @@ fn sys_enter_uncommon(
             let regs: *const u64 = unsafe { ctx.arg(0) };
             files::on_open(regs, nr, cgroup_id)
         }
-        NR_SETUID..=NR_CAPSET if identity::is_identity(nr) => {
+        NR_SETUID..=NR_CAPSET
+            if identity::is_identity(nr) && !setup::in_runtime_setup(cgroup_id) =>
+        {
             // SAFETY: sys_enter's first argument.
             let regs: *const u64 = unsafe { ctx.arg(0) };
             identity::stash(regs, nr)

@@ -449,7 +449,10 @@ fn long_argv_is_truncated_and_flagged() {
 fn first_sighting_of_each_syscall_is_reported_once_per_cgroup() {
     let mut h = Harness::new();
     let cgroup = TestCgroup::new("syscalls");
-    let (first, _) = cgroup.run("/bin/true", &[]);
+    // The launcher that moves itself into the cgroup and execs is like a container
+    // runtime's init: its own calls are not the cgroup's. So the program is a shell that
+    // execs /bin/true itself, whose execve is the workload's.
+    let (first, _) = cgroup.run("/bin/sh", &["-c", "exec /bin/true"]);
     h.wait_for(&cgroup, "exit of the first /bin/true", |events| {
         exited(events, first)
     });
@@ -473,7 +476,7 @@ fn first_sighting_of_each_syscall_is_reported_once_per_cgroup() {
     );
 
     // The same program again in the same cgroup makes the same calls: nothing new.
-    let (second, _) = cgroup.run("/bin/true", &[]);
+    let (second, _) = cgroup.run("/bin/sh", &["-c", "exec /bin/true"]);
     h.wait_for(&cgroup, "exit of the second /bin/true", |events| {
         exited(events, second)
     });
@@ -495,7 +498,7 @@ fn first_sighting_of_each_syscall_is_reported_once_per_cgroup() {
 
     // Another cgroup has its own bitmap.
     let other = TestCgroup::new("syscalls-other");
-    let (third, _) = other.run("/bin/true", &[]);
+    let (third, _) = other.run("/bin/sh", &["-c", "exec /bin/true"]);
     h.wait_for(&other, "exit of /bin/true in another cgroup", |events| {
         exited(events, third)
     });
@@ -1416,4 +1419,175 @@ fn a_binaries_deny_kills_the_applet_a_multi_call_binary_is_asked_to_be() {
     });
     assert_eq!(enforcer.stats().write_errors, 0);
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// Syscalls only a container runtime's set-up makes here (x86_64 numbers).
+const RUNTIME_SETUP_SYSCALLS: [(u32, &str); 7] = [
+    (155, "pivot_root"),
+    (165, "mount"),
+    (166, "umount2"),
+    (170, "sethostname"),
+    (250, "keyctl"),
+    (272, "unshare"),
+    (308, "setns"),
+];
+
+/// A runc bundle of the static busybox: `sh`, `cat` and `sleep`, and an /etc/hostname
+/// for the workload to read.
+struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    fn new(name: &str, args: &[&str], cgroups_path: &str) -> Bundle {
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: apt-get install busybox-static (make unit-test installs it)"
+        );
+        let dir = std::env::temp_dir().join(format!("herdwatch-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let rootfs = dir.join("rootfs");
+        for sub in ["bin", "etc", "proc", "dev", "sys", "tmp"] {
+            fs::create_dir_all(rootfs.join(sub)).expect("creating the bundle's rootfs");
+        }
+        fs::copy(busybox, rootfs.join("bin/busybox")).expect("copying busybox");
+        for applet in ["sh", "cat", "sleep"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+                .expect("linking an applet");
+        }
+        fs::write(rootfs.join("etc/hostname"), "herdwatch-runc-test\n").expect("writing hostname");
+        let spec = Command::new(runc())
+            .args(["spec", "--bundle"])
+            .arg(&dir)
+            .output()
+            .expect("running runc spec");
+        assert!(spec.status.success(), "runc spec: {spec:?}");
+        let path = dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).expect("reading config.json"))
+                .expect("runc's config.json is JSON");
+        config["process"]["terminal"] = serde_json::json!(false);
+        config["process"]["args"] = serde_json::json!(args);
+        config["root"]["readonly"] = serde_json::json!(false);
+        config["linux"]["cgroupsPath"] = serde_json::json!(cgroups_path);
+        fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("writing config.json");
+        Bundle { dir }
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Debian's runc; the test fails saying how to get it when it is missing.
+fn runc() -> &'static str {
+    const RUNC: &str = "/usr/sbin/runc";
+    assert!(
+        Path::new(RUNC).exists(),
+        "{RUNC} is missing: apt-get install runc (make unit-test installs it)"
+    );
+    RUNC
+}
+
+fn syscall_names(events: &[Event], of: &[(u32, &'static str)]) -> Vec<&'static str> {
+    let seen = syscall_nrs(events);
+    of.iter()
+        .filter(|(nr, _)| seen.contains(nr))
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+fn file_paths(events: &[Event]) -> Vec<String> {
+    files(events)
+        .map(|f| String::from_utf8_lossy(&f.path[..f.path_len as usize]).into_owned())
+        .collect()
+}
+
+/// A real runc container: what runc's init does in the container's cgroup before it execs
+/// the entrypoint (mount, pivot_root, sethostname, keyctl, opening its state and the
+/// bundle on the host, capset) is not reported, and what the entrypoint does is. The same
+/// for `runc exec` into it: its set-up (setns) is not reported, its command is.
+#[test]
+fn a_runc_containers_set_up_is_not_its_workload() {
+    let runc = runc();
+    let cgroup = TestCgroup::new("runc");
+    let name = cgroup
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("the test cgroup has a name")
+        .to_owned();
+    let bundle = Bundle::new(
+        "runc",
+        &[
+            "/bin/sh",
+            "-c",
+            "cat /etc/hostname; sleep 3; cat /etc/hostname",
+        ],
+        &format!("/{name}"),
+    );
+    let mut h = Harness::new();
+    let id = format!("herdwatch-test-{}", std::process::id());
+    let _ = Command::new(runc).args(["delete", "--force", &id]).output();
+    let container = Command::new(runc)
+        .args(["run", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting runc run");
+    h.wait_for(
+        &cgroup,
+        "the entrypoint's exec and its open of /etc/hostname",
+        |events| file_paths(events).iter().any(|p| p == "/etc/hostname"),
+    );
+    // While it sleeps: an exec session, as kubectl exec and exec probes make one.
+    let exec = Command::new(runc)
+        .args(["exec", &id, "/bin/cat", "/etc/hostname"])
+        .output()
+        .expect("running runc exec");
+    assert!(exec.status.success(), "runc exec: {exec:?}");
+    let output = container.wait_with_output().expect("waiting for runc run");
+    assert!(output.status.success(), "runc run: {output:?}");
+    h.settle();
+
+    let mine = cgroup.events(&h.events);
+    let programs: Vec<String> = execs(&mine)
+        .map(|e| String::from_utf8_lossy(&e.filename[..e.filename_len as usize]).into_owned())
+        .collect();
+    assert!(
+        programs.iter().any(|p| p == "/bin/sh") && programs.iter().any(|p| p == "/bin/cat"),
+        "the entrypoint and the exec session's command are seen: {programs:?}"
+    );
+    let setup = syscall_names(&mine, &RUNTIME_SETUP_SYSCALLS);
+    assert!(
+        setup.is_empty(),
+        "the runtime's set-up was reported as the container's: {setup:?}; {}",
+        describe(&mine)
+    );
+    let paths = file_paths(&mine);
+    let bundle_dir = bundle.dir.display().to_string();
+    let runtime_files: Vec<&String> = paths
+        .iter()
+        .filter(|p| p.starts_with(&bundle_dir) || p.contains("runc") || p.starts_with("/run/"))
+        .collect();
+    assert!(
+        runtime_files.is_empty(),
+        "the runtime's own files were reported as the container's: {runtime_files:?}"
+    );
+    let identities: Vec<&IdentityEvent> = identities(&mine).collect();
+    assert!(
+        identities.is_empty(),
+        "the runtime's capset and id changes were reported as the container's: {identities:?}"
+    );
+    // The workload's own calls are reported.
+    let seen = syscall_nrs(&mine);
+    assert!(
+        seen.contains(&NR_EXECVE) && seen.contains(&NR_EXIT_GROUP),
+        "the workload's execve (sh running cat) and exit_group are reported: {seen:?}"
+    );
 }

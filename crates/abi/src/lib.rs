@@ -352,8 +352,14 @@ pub struct KernelOffsets {
     pub sock_cgroup: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// task → cgroup v2 directory, and a directory's parent, to tell the container
+    /// runtime's set-up from the workload: `task_struct.cgroups`, `css_set.dfl_cgrp`,
+    /// `kernfs_node.__parent` (`parent` before Linux 6.15).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub kernfs_node_parent: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 30 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 33 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]

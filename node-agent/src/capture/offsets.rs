@@ -47,5 +47,9 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         sock_cgroup: o("sock", &["sk_cgrp_data", "cgroup"], PTR)?,
         cgroup_kn: o("cgroup", &["kn"], PTR)?,
         kernfs_node_id: o("kernfs_node", &["id"], 8)?,
+        task_cgroups: o("task_struct", &["cgroups"], PTR)?,
+        css_set_dfl_cgrp: o("css_set", &["dfl_cgrp"], PTR)?,
+        kernfs_node_parent: o("kernfs_node", &["__parent"], PTR)
+            .or_else(|_| o("kernfs_node", &["parent"], PTR))?,
     })
 }
