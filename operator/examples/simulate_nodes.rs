@@ -34,7 +34,7 @@ use futures::{StreamExt, TryStreamExt};
 use herdwatch_api::observation::AGENT_FIELD_MANAGER;
 use herdwatch_api::{BehaviorObservation, BehaviorProfile};
 use herdwatch_model::net::Protocol;
-use herdwatch_model::observation::learned_file_prefix;
+use herdwatch_model::files::learned_path;
 use herdwatch_model::sketch::ReplicaId;
 use herdwatch_model::WorkloadKey;
 use herdwatch_model::{Access, Event, EventKind, Limits, Observation, Process, Timestamp};
@@ -183,7 +183,7 @@ const PROCESSES: &[(&str, u32)] = &[
     ("/usr/bin/tini", 0),
 ];
 
-/// File prefixes a typical server opens (`learned_file_prefix` makes them what agents send).
+/// File prefixes a typical server opens (`learned_path` makes them what agents send).
 const FILES: &[&str] = &[
     "/etc/passwd",
     "/etc/group",
@@ -351,7 +351,7 @@ fn something_new(r: &mut Replica, node: usize) -> String {
         };
         r.observation.observe(&e, r.replica, now, &Limits::DEFAULT);
     }
-    learned_file_prefix(&path)
+    learned_path(&path).expect("an absolute path is learnable")
 }
 
 /// Written file prefixes not yet seen in their profile, per (namespace, workload).
@@ -756,7 +756,7 @@ async fn watch_merges(client: Client, pending: Arc<Mutex<Pending>>) -> anyhow::R
         let files = &profile.spec.allowed.files;
         let mut seen = Vec::new();
         list.retain(|(marker, at)| {
-            if files.iter().any(|f| f.prefix == *marker) {
+            if files.iter().any(|f| f.path.as_deref() == Some(marker.as_str())) {
                 seen.push((now, now.duration_since(*at)));
                 false
             } else {

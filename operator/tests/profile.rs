@@ -226,7 +226,8 @@ async fn a_conflicting_hand_edit_is_kept_and_the_merge_retried() {
     // Between the read and the write, a user added a file rule by hand.
     let mut edited = profile();
     edited.spec.allowed.files.push(FileEntry {
-        prefix: "/data".into(),
+        prefix: Some("/data".into()),
+        path: None,
         access: vec![FileAccess::Read],
         seen: Seen::default(),
     });

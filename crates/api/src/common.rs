@@ -157,15 +157,30 @@ pub struct ListenEntry {
     pub seen: Seen,
 }
 
-/// File access allowed under a path prefix (whole components: `/etc/nginx` covers
-/// `/etc/nginx/nginx.conf`, not `/etc/nginx2`).
+/// File access allowed for one path, or for a directory and everything below it.
+/// - `path`: that file or directory only (a directory's listing, not what is in it). `*`
+///   stands for exactly one path component, as learning writes for generated names
+///   (`/proc/*/status`); it never crosses `/`.
+/// - `prefix`: the directory and everything below it, by whole components (`/etc/nginx`
+///   covers `/etc/nginx/nginx.conf`, not `/etc/nginx2`). Learning never writes one.
+///
+/// Sensitive paths (the agent's `--sensitive-paths`, chart value `agent.sensitivePaths`:
+/// /etc/shadow, service account tokens, /proc/*/environ, keys...) are allowed only by a
+/// `path` that names them literally, never by a `prefix` or a `*`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.path) != has(self.prefix)").message("a file entry has either path (one file or directory; * for one path component) or prefix (a directory and everything below it): set exactly one"))]
 pub struct FileEntry {
-    /// Absolute path prefix.
+    /// One file or directory, as the kernel resolves it; `*` for one whole component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('//') && !self.contains('/../') && !self.endsWith('/..') && !self.contains('/./')").message("path must be absolute and resolved, such as /etc/nginx/nginx.conf: no //, . or .. components"))]
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: Option<String>,
+    /// A directory: it and everything below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("prefix must be an absolute path such as /etc/nginx"))]
     #[schemars(length(min = 1, max = 4096))]
-    pub prefix: String,
+    pub prefix: Option<String>,
     /// Access allowed.
     #[x_kube(validation = Rule::new("size(self) > 0").message("access needs at least one of read, write, create"))]
     #[schemars(length(max = 3))]
@@ -173,6 +188,23 @@ pub struct FileEntry {
     /// Observations.
     #[serde(flatten)]
     pub seen: Seen,
+}
+
+impl FileEntry {
+    /// The model's path pattern of this entry (a `prefix` is `<prefix>/**`).
+    pub fn pattern(&self) -> String {
+        match (&self.path, &self.prefix) {
+            (Some(path), _) => path.clone(),
+            (None, Some(prefix)) => {
+                herdwatch_model::behavior::FileRule::below(
+                    prefix,
+                    herdwatch_model::behavior::Access::NONE,
+                )
+                .path
+            }
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// Network behaviour.
@@ -252,7 +284,7 @@ pub struct ListenRef {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileRef {
-    /// Path prefix.
+    /// Path pattern (`/**` at the end: the directory and everything below it).
     pub prefix: String,
     /// Access.
     pub access: Vec<FileAccess>,

@@ -216,7 +216,10 @@ impl TryFrom<&Behavior> for model::BehaviorSet {
                 seen: (&e.seen).into(),
             })),
             files: model::Rules::from_entries(b.files.iter().map(|e| Entry {
-                rule: FileRule::new(&e.prefix, access_to_model(&e.access)),
+                rule: match (&e.path, &e.prefix) {
+                    (None, Some(prefix)) => FileRule::below(prefix, access_to_model(&e.access)),
+                    _ => FileRule::path(&e.pattern(), access_to_model(&e.access)),
+                },
                 seen: (&e.seen).into(),
             })),
         })
@@ -274,7 +277,8 @@ impl From<&model::BehaviorSet> for Behavior {
                 .entries()
                 .iter()
                 .map(|e| FileEntry {
-                    prefix: e.rule.prefix.clone(),
+                    path: e.rule.subtree().is_none().then(|| e.rule.path.clone()),
+                    prefix: e.rule.subtree().map(str::to_owned),
                     access: access_from_model(e.rule.access),
                     seen: (&e.seen).into(),
                 })
@@ -317,7 +321,7 @@ impl From<&model::Changes> for BehaviorChanges {
                 .files
                 .iter()
                 .map(|r| FileRef {
-                    prefix: r.prefix.clone(),
+                    prefix: r.path.clone(),
                     access: access_from_model(r.access),
                 })
                 .collect(),
@@ -367,7 +371,7 @@ impl From<&BehaviorChanges> for model::Changes {
             files: c
                 .files
                 .iter()
-                .map(|r| FileRule::new(&r.prefix, access_to_model(&r.access)))
+                .map(|r| FileRule::path(&r.prefix, access_to_model(&r.access)))
                 .collect(),
             truncated,
         }

@@ -81,12 +81,14 @@ pub fn behavior() -> Behavior {
         },
         files: vec![
             FileEntry {
-                prefix: "/etc/nginx".into(),
+                prefix: Some("/etc/nginx".into()),
+                path: None,
                 access: vec![FileAccess::Read],
                 seen: seen(T0, T0 + 60, 2, "01a2f00d"),
             },
             FileEntry {
-                prefix: "/var/log/nginx".into(),
+                prefix: Some("/var/log/nginx".into()),
+                path: None,
                 access: vec![FileAccess::Write, FileAccess::Create],
                 seen: seen(T0, T0 + 60, 1, "01a2"),
             },

@@ -373,7 +373,8 @@ fn observation_objects_stay_small() {
     let file = o.spec.observed.files[0].clone();
     o.spec.observed.files = (0..1024)
         .map(|i| herdwatch_api::common::FileEntry {
-            prefix: format!("/var/lib/application/data/{i:05}"),
+            path: Some(format!("/var/lib/application/data/{i:05}")),
+            prefix: None,
             ..file.clone()
         })
         .collect();

@@ -59,7 +59,7 @@ fn profile_of_1000() -> BehaviorSet {
         })
     }));
     s.files = Rules::from_entries((0..249).map(|i| {
-        Entry::manual(FileRule::new(
+        Entry::manual(FileRule::below(
             &format!("/srv/data/tenant-{i}/store"),
             Access::READ | Access::WRITE,
         ))

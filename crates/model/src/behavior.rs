@@ -320,27 +320,50 @@ impl fmt::Display for ListenRule {
     }
 }
 
-/// File access allowed under a path prefix. A prefix covers itself and everything below it
-/// by whole path components: `/etc/nginx` covers `/etc/nginx/nginx.conf`, not `/etc/nginx2`.
+/// File access allowed for a path pattern ([`crate::files`]): literal components, `*` for
+/// exactly one component (a generated name), and a last component `**` for a subtree (the
+/// directory and everything below it, by whole components: `/etc/nginx/**` covers
+/// `/etc/nginx/nginx.conf`, not `/etc/nginx2`). Learning writes literal paths and `*`
+/// only; subtrees are hand-written (the CRD's `prefix`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRule {
-    /// Absolute path prefix, without a trailing `/` (except for `/` itself).
-    pub prefix: String,
+    /// The path pattern, without a trailing `/` (except for `/` itself).
+    #[serde(alias = "prefix")]
+    pub path: String,
     /// The kinds of access allowed.
     pub access: Access,
 }
 
 impl FileRule {
-    /// A rule for `prefix` (trailing slashes removed) with `access`.
-    pub fn new(prefix: &str, access: Access) -> Self {
+    /// A rule for the path (or pattern) `path` alone, with `access`.
+    pub fn path(path: &str, access: Access) -> Self {
         Self {
-            prefix: normalize_prefix(prefix),
+            path: normalize_prefix(path),
             access,
         }
     }
+
+    /// A rule for the directory `dir` and everything below it, with `access`.
+    pub fn below(dir: &str, access: Access) -> Self {
+        let dir = normalize_prefix(dir);
+        let path = if dir == "/" {
+            "/**".to_owned()
+        } else {
+            format!("{dir}/**")
+        };
+        Self { path, access }
+    }
+
+    /// The directory whose subtree this rule covers, when it is a subtree rule.
+    pub fn subtree(&self) -> Option<&str> {
+        if self.path == "/**" {
+            return Some("/");
+        }
+        self.path.strip_suffix("/**")
+    }
 }
 
-/// Removes trailing slashes so that `/etc/` and `/etc` are one prefix.
+/// Removes trailing slashes so that `/etc/` and `/etc` are one path.
 pub fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim_end_matches('/');
     if trimmed.is_empty() {
@@ -354,7 +377,7 @@ impl Rule for FileRule {
     type Key = String;
     const CATEGORY: Category = Category::Files;
     fn key(&self) -> &String {
-        &self.prefix
+        &self.path
     }
     fn widen(&mut self, other: &Self) -> bool {
         let before = self.access;
@@ -364,18 +387,18 @@ impl Rule for FileRule {
     fn minus(&self, other: &Self) -> Option<Self> {
         let extra = self.access.minus(other.access);
         (!extra.is_empty()).then(|| FileRule {
-            prefix: self.prefix.clone(),
+            path: self.path.clone(),
             access: extra,
         })
     }
     fn estimated_size(&self) -> usize {
-        36 + self.prefix.len()
+        36 + self.path.len()
     }
 }
 
 impl fmt::Display for FileRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.prefix, self.access)
+        write!(f, "{} ({})", self.path, self.access)
     }
 }
 
@@ -1057,7 +1080,7 @@ mod tests {
             .merge_entry(&proc_entry("/bin/a", 0, 20, "p2"), usize::MAX);
         y.files.merge_entry(
             &Entry {
-                rule: FileRule::new("/etc/", Access::READ),
+                rule: FileRule::path("/etc/", Access::READ),
                 seen: Seen::once(t(7), ReplicaId(2)),
             },
             usize::MAX,
@@ -1074,18 +1097,18 @@ mod tests {
     fn widening_file_access_counts_as_added() {
         let mut set = BehaviorSet::new();
         set.files.merge_entry(
-            &Entry::manual(FileRule::new("/var/log", Access::READ)),
+            &Entry::manual(FileRule::path("/var/log", Access::READ)),
             usize::MAX,
         );
         let mut delta = BehaviorSet::new();
         delta.files.merge_entry(
-            &Entry::manual(FileRule::new("/var/log/", Access::WRITE)),
+            &Entry::manual(FileRule::path("/var/log/", Access::WRITE)),
             usize::MAX,
         );
         let r = set.merge(&delta, &Limits::DEFAULT);
         assert_eq!(
             r.added.files,
-            vec![FileRule::new("/var/log", Access::WRITE)]
+            vec![FileRule::path("/var/log", Access::WRITE)]
         );
         assert_eq!(
             set.files.entries()[0].rule.access,
@@ -1146,7 +1169,7 @@ mod tests {
             usize::MAX,
         );
         old.files.merge_entry(
-            &Entry::manual(FileRule::new("/data", Access::READ | Access::WRITE)),
+            &Entry::manual(FileRule::path("/data", Access::READ | Access::WRITE)),
             usize::MAX,
         );
         let mut new = old.clone();
@@ -1156,7 +1179,7 @@ mod tests {
             port: 8080,
             protocol: Protocol::Tcp,
         });
-        new.files = Rules::from_entries([Entry::manual(FileRule::new(
+        new.files = Rules::from_entries([Entry::manual(FileRule::path(
             "/data",
             Access::READ | Access::CREATE,
         ))]);
@@ -1170,7 +1193,7 @@ mod tests {
                 uid: Some(0)
             }]
         );
-        assert_eq!(d.added.files, vec![FileRule::new("/data", Access::CREATE)]);
+        assert_eq!(d.added.files, vec![FileRule::path("/data", Access::CREATE)]);
         assert_eq!(
             d.removed.listen,
             vec![ListenRule {
@@ -1178,7 +1201,10 @@ mod tests {
                 protocol: Protocol::Tcp
             }]
         );
-        assert_eq!(d.removed.files, vec![FileRule::new("/data", Access::WRITE)]);
+        assert_eq!(
+            d.removed.files,
+            vec![FileRule::path("/data", Access::WRITE)]
+        );
         assert!(old.diff(&old).is_empty());
     }
 
@@ -1215,7 +1241,7 @@ mod tests {
             usize::MAX,
         );
         set.files.merge_entry(
-            &Entry::manual(FileRule::new("/tmp", Access::READ | Access::CREATE)),
+            &Entry::manual(FileRule::path("/tmp", Access::READ | Access::CREATE)),
             usize::MAX,
         );
         let json = serde_json::to_string(&set).unwrap();

@@ -13,6 +13,7 @@
 //! - [`observation`]: the agent-side accumulator and the bounded-rate delta channel.
 //! - [`profile`]: merging observations into a profile; revision history and image sections.
 //! - [`learning`]: the Learning → Monitoring/Enforcing state machine.
+//! - [`files`]: file path patterns: what learning records, sensitive paths, matching.
 //! - [`matching`] and [`policy`]: judging events against a profile and against
 //!   ClusterBehaviorPolicy rules; [`selector`] for label selectors.
 //! - [`response`]: safety of responses, deduplication, rate limiting, retention.
@@ -20,6 +21,7 @@
 pub mod behavior;
 pub mod condition;
 pub mod event;
+pub mod files;
 pub mod learning;
 pub mod matching;
 pub mod net;

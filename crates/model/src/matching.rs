@@ -10,9 +10,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::behavior::{Access, BehaviorSet, Category, EgressRule};
 use crate::event::{Event, EventKind, Process};
+use crate::files::{FilesIndex, SensitivePaths};
 use crate::net::Protocol;
 use crate::pattern::{glob_match, is_glob, ArgvPattern};
 use crate::policy::applet_pattern;
@@ -101,12 +103,18 @@ pub struct ProfileIndex {
     egress_host_any_port: HashSet<(IpAddr, Protocol)>,
     egress_nets: Vec<EgressRule>,
     listen: HashSet<(u16, Protocol)>,
-    files: HashMap<Box<str>, Access>,
+    files: FilesIndex,
 }
 
 impl ProfileIndex {
-    /// Indexes `set`.
+    /// Indexes `set`, with the default sensitive paths.
     pub fn build(set: &BehaviorSet) -> Self {
+        Self::build_with(set, SensitivePaths::shared_default())
+    }
+
+    /// Indexes `set`; file entries never cover the `sensitive` paths unless they name one
+    /// literally.
+    pub fn build_with(set: &BehaviorSet, sensitive: Arc<SensitivePaths>) -> Self {
         let mut idx = ProfileIndex::default();
         for e in set.processes.entries() {
             let m = ProcMatcher {
@@ -147,11 +155,13 @@ impl ProfileIndex {
             .iter()
             .map(|e| (e.rule.port, e.rule.protocol))
             .collect();
-        for e in set.files.entries() {
-            *idx.files
-                .entry(e.rule.prefix.as_str().into())
-                .or_insert(Access::NONE) |= e.rule.access;
-        }
+        idx.files = FilesIndex::new(
+            set.files
+                .entries()
+                .iter()
+                .map(|e| (e.rule.path.as_str(), e.rule.access)),
+            sensitive,
+        );
         idx
     }
 
@@ -171,32 +181,11 @@ impl ProfileIndex {
             .any(|(g, m)| glob_match(g, exe) && m.allows(uid, argv))
     }
 
-    /// Whether the profile allows `access` to `path`: the union of the access of every prefix
-    /// of `path` (by whole components) must cover it.
+    /// Whether the profile allows `access` to `path` ([`FilesIndex::allows`]): the path as
+    /// the kernel would resolve it lexically, the union of the access of every matching
+    /// entry, sensitive paths by literal entries only.
     pub fn allows_file(&self, path: &str, access: Access) -> bool {
-        if self.files.is_empty() {
-            return false;
-        }
-        let path = if path.len() > 1 {
-            path.trim_end_matches('/')
-        } else {
-            path
-        };
-        let mut granted = Access::NONE;
-        let mut end = path.len();
-        loop {
-            let candidate = if end == 0 { "/" } else { &path[..end] };
-            if let Some(a) = self.files.get(candidate) {
-                granted |= *a;
-                if granted.contains(access) {
-                    return true;
-                }
-            }
-            if end == 0 {
-                return false;
-            }
-            end = path[..end].rfind('/').unwrap_or(0);
-        }
+        self.files.allows(path, access)
     }
 
     /// Whether the profile allows a connection to `ip:port`.
@@ -329,12 +318,12 @@ mod tests {
             protocol: Protocol::Tcp,
         })]);
         s.files = Rules::from_entries([
-            Entry::manual(FileRule::new("/etc/nginx", Access::READ)),
-            Entry::manual(FileRule::new(
+            Entry::manual(FileRule::below("/etc/nginx", Access::READ)),
+            Entry::manual(FileRule::below(
                 "/var/log/nginx/",
                 Access::WRITE | Access::CREATE,
             )),
-            Entry::manual(FileRule::new("/var", Access::READ)),
+            Entry::manual(FileRule::below("/var", Access::READ)),
         ]);
         s
     }
@@ -613,8 +602,15 @@ mod tests {
         assert!(!idx.allows_file("/var/lib/x", Access::WRITE));
         assert!(!idx.allows_file("/etc/passwd", Access::READ));
         let mut root = BehaviorSet::new();
-        root.files = Rules::from_entries([Entry::manual(FileRule::new("/", Access::READ))]);
-        assert!(ProfileIndex::build(&root).allows_file("/anything/at/all", Access::READ));
+        root.files = Rules::from_entries([Entry::manual(FileRule::below("/", Access::READ))]);
+        let root = ProfileIndex::build(&root);
+        assert!(root.allows_file("/anything/at/all", Access::READ));
+        // Not a sensitive path: only an entry naming it allows it.
+        assert!(!root.allows_file("/etc/shadow", Access::READ));
+        assert!(!root.allows_file(
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            Access::READ
+        ));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::behavior::{
     Rule, Rules, Seen, SyscallRule,
 };
 use crate::event::{Event, EventKind, Process};
+use crate::files::learned_path;
 use crate::net::Cidr;
 use crate::policy::applet_pattern;
 use crate::sketch::{fnv1a64, ReplicaId, WorkloadReplicas};
@@ -81,41 +82,6 @@ pub struct Observation {
     pub events_lost: u64,
     /// Entries not recorded because a category was at its limit.
     pub dropped: u64,
-}
-
-/// Turns a file path into the prefix that learning records, so that generated names do not
-/// each become an entry: the path is cut before the first component that looks generated (a
-/// number, such as a pid under `/proc`, or a long run of hex digits, such as a hash or UUID),
-/// and under scratch directories (`/tmp`, `/var/tmp`, `/dev/shm`, `/run`) only the directory
-/// is kept.
-pub fn learned_file_prefix(path: &str) -> String {
-    const SCRATCH: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
-    for s in SCRATCH {
-        if path == *s
-            || path
-                .strip_prefix(s)
-                .is_some_and(|rest| rest.starts_with('/'))
-        {
-            return (*s).to_owned();
-        }
-    }
-    let mut end = 0;
-    for component in path.split('/').skip(1) {
-        if looks_generated(component) {
-            break;
-        }
-        end += 1 + component.len();
-    }
-    crate::behavior::normalize_prefix(&path[..end])
-}
-
-fn looks_generated(component: &str) -> bool {
-    let digits = component.bytes().filter(u8::is_ascii_digit).count();
-    let hexish = component
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'-');
-    (!component.is_empty() && digits == component.len())
-        || (component.len() >= 12 && hexish && digits > 0)
 }
 
 /// The process entry learning records for `p` running as `uid`: its exact executable and
@@ -297,20 +263,25 @@ impl Observation {
                 replica,
                 limits.listen,
             ),
-            EventKind::File { path, access } => observe_rule(
-                &mut b.files,
-                FileRule::new(
-                    &learned_file_prefix(path),
-                    if access.is_empty() {
-                        Access::READ
-                    } else {
-                        access
-                    },
+            // Paths that are not learnable (another process's root, a relative path) are
+            // left out: judged, never allowed by learning.
+            EventKind::File { path, access } => match learned_path(path) {
+                Some(pattern) => observe_rule(
+                    &mut b.files,
+                    FileRule::path(
+                        &pattern,
+                        if access.is_empty() {
+                            Access::READ
+                        } else {
+                            access
+                        },
+                    ),
+                    now,
+                    replica,
+                    limits.files,
                 ),
-                now,
-                replica,
-                limits.files,
-            ),
+                None => Merged::Unchanged,
+            },
         };
         let changed = match merged {
             Merged::Added | Merged::Widened | Merged::Refreshed => true,
@@ -624,30 +595,49 @@ mod tests {
     }
 
     #[test]
-    fn learned_prefixes_fold_generated_names() {
+    fn learned_files_are_what_was_opened_and_never_more() {
+        let argv = vec![];
+        let p = Process::root_in_image("/bin/httpd", &argv);
+        let l = Limits::DEFAULT;
+        let mut o = obs();
+        for path in [
+            "/",
+            "/etc/passwd",
+            "/proc/1234/status",
+            "/proc/1/root/etc/shadow",
+            "/www/../www/index.html",
+        ] {
+            let open = Event {
+                process: p,
+                kind: EventKind::File {
+                    path,
+                    access: Access::READ,
+                },
+            };
+            o.observe(&open, ReplicaId(1), Timestamp(1000), &l);
+        }
+        let paths: Vec<&str> = o
+            .behavior
+            .files
+            .entries()
+            .iter()
+            .map(|e| e.rule.path.as_str())
+            .collect();
         assert_eq!(
-            learned_file_prefix("/etc/nginx/nginx.conf"),
-            "/etc/nginx/nginx.conf"
+            paths,
+            ["/", "/etc/passwd", "/proc/*/status", "/www/index.html"],
+            "the directory as itself, generated names folded, another process's root not learned"
         );
-        assert_eq!(learned_file_prefix("/proc/1234/status"), "/proc");
-        assert_eq!(
-            learned_file_prefix("/proc/self/status"),
-            "/proc/self/status"
-        );
-        assert_eq!(learned_file_prefix("/tmp/upload-8f3a/x"), "/tmp");
-        assert_eq!(
-            learned_file_prefix("/var/cache/app/3f2a9c0d4e5b6a7f/blob"),
-            "/var/cache/app"
-        );
-        assert_eq!(
-            learned_file_prefix("/data/0f8fad5b-d9cb-469f-a165-70867728950e"),
-            "/data"
-        );
-        assert_eq!(
-            learned_file_prefix("/usr/lib/libssl.so.3"),
-            "/usr/lib/libssl.so.3"
-        );
-        assert_eq!(learned_file_prefix("/1234"), "/");
+        let idx = crate::matching::ProfileIndex::build(&o.behavior);
+        assert!(idx.allows_file("/proc/77/status", Access::READ));
+        for denied in [
+            "/etc/shadow",
+            "/proc/77/environ",
+            "/etc/hostname",
+            "/www/secret",
+        ] {
+            assert!(!idx.allows_file(denied, Access::READ), "{denied}");
+        }
     }
 
     #[test]

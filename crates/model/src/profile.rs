@@ -650,7 +650,7 @@ mod tests {
             uid: Some(1000),
         });
         edited.files.merge_entry(
-            &crate::behavior::Entry::manual(crate::behavior::FileRule::new("/data", Access::READ)),
+            &crate::behavior::Entry::manual(crate::behavior::FileRule::path("/data", Access::READ)),
             usize::MAX,
         );
         let diff = p.replace_behavior(edited.clone(), Timestamp(50));
