@@ -30,6 +30,7 @@ use crate::pods::PodStore;
 use crate::respond::kill::{PidfdKiller, ProcessKiller};
 use crate::respond::writer::ViolationWriter;
 use crate::respond::{Responder, ResponderConfig, ResponseMetrics};
+use herdwatch_model::files::SensitivePaths;
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -38,6 +39,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or(Error::NoNodeName)?;
+    // Before any profile is compiled: every index judges sensitive paths by this list.
+    if !args.sensitive_paths.is_empty() {
+        SensitivePaths::new(&args.sensitive_paths).install();
+    }
+    info!(sensitive_paths = %SensitivePaths::shared_default(), "file entries never cover these paths unless they name them");
     if args.stall_timeout <= args.metrics_interval {
         return Err(Error::StallTimeout {
             stall: args.stall_timeout,

@@ -164,6 +164,16 @@ pub struct RunArgs {
     #[arg(long, env = "HERDWATCH_KILL_PROCESSES", default_value_t = true, action = clap::ArgAction::Set)]
     pub kill_processes: bool,
 
+    /// Paths that file entries of profiles never cover unless they name them literally
+    /// (learned patterns with `*`, hand-written prefixes): comma-separated patterns where
+    /// `*` is one path component (or part of one) and `**` any number of components.
+    /// Replaces the default list: /etc/shadow, /etc/gshadow, /etc/sudoers(.d), service
+    /// account tokens (/var/run/secrets, /run/secrets), /proc/*/environ, /proc/*/mem,
+    /// /proc/sys/kernel/core_pattern, /root, SSH, cloud and kube credentials under /home,
+    /// SSH host keys, /etc/ssl/private, release_agent and /sys/fs/cgroup.
+    #[arg(long, env = "HERDWATCH_SENSITIVE_PATHS", value_delimiter = ',', value_parser = parse_sensitive_path)]
+    pub sensitive_paths: Vec<String>,
+
     /// More namespaces where processes are never killed, comma-separated (kube-system and
     /// this pod's namespace always are). The chart passes the operator's list here too, so
     /// that the agent spares the namespaces where the operator never evicts.
@@ -225,6 +235,10 @@ fn parse_selector_arg(input: &str) -> Result<LabelSelector, String> {
     LabelSelector::parse(input).map_err(|e| e.to_string())
 }
 
+fn parse_sensitive_path(s: &str) -> Result<String, String> {
+    herdwatch_model::files::SensitivePaths::check_pattern(s).map(|()| s.to_owned())
+}
+
 fn parse_duration_arg(input: &str) -> Result<Duration, String> {
     parse_duration(input).map_err(|e| e.to_string())
 }
@@ -267,6 +281,29 @@ mod tests {
                 assert!(arg.get_help().is_some(), "--{id} has no help");
             }
         }
+    }
+
+    #[test]
+    fn sensitive_paths_replace_the_default_and_must_be_absolute() {
+        let cli = Cli::try_parse_from([
+            "herdwatch-agent",
+            "run",
+            "--sensitive-paths",
+            "/etc/shadow,/srv/keys/**,**/release_agent",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            r.sensitive_paths,
+            ["/etc/shadow", "/srv/keys/**", "**/release_agent"]
+        );
+        let err =
+            Cli::try_parse_from(["herdwatch-agent", "run", "--sensitive-paths", "etc/shadow"])
+                .err()
+                .expect("a relative pattern is refused");
+        assert!(err.to_string().contains("must be absolute"), "{err}");
     }
 
     #[test]

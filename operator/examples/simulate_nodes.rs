@@ -33,8 +33,8 @@ use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use herdwatch_api::observation::AGENT_FIELD_MANAGER;
 use herdwatch_api::{BehaviorObservation, BehaviorProfile};
-use herdwatch_model::net::Protocol;
 use herdwatch_model::files::learned_path;
+use herdwatch_model::net::Protocol;
 use herdwatch_model::sketch::ReplicaId;
 use herdwatch_model::WorkloadKey;
 use herdwatch_model::{Access, Event, EventKind, Limits, Observation, Process, Timestamp};
@@ -756,7 +756,10 @@ async fn watch_merges(client: Client, pending: Arc<Mutex<Pending>>) -> anyhow::R
         let files = &profile.spec.allowed.files;
         let mut seen = Vec::new();
         list.retain(|(marker, at)| {
-            if files.iter().any(|f| f.path.as_deref() == Some(marker.as_str())) {
+            if files
+                .iter()
+                .any(|f| f.path.as_deref() == Some(marker.as_str()))
+            {
                 seen.push((now, now.duration_since(*at)));
                 false
             } else {

@@ -23,6 +23,9 @@ use crate::behavior::Access;
 /// The directories whose contents are scratch space with generated names.
 const SCRATCH: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
 
+/// The list in use in this process (see [`SensitivePaths::install`]).
+static PROCESS_LIST: OnceLock<Arc<SensitivePaths>> = OnceLock::new();
+
 /// The default sensitive paths (see [`SensitivePaths`]).
 pub const DEFAULT_SENSITIVE_PATHS: &[&str] = &[
     "/etc/shadow",
@@ -255,12 +258,29 @@ impl SensitivePaths {
         }
     }
 
-    /// The process-wide default list.
+    /// The process's list: the one [`SensitivePaths::install`] set at start, else
+    /// [`DEFAULT_SENSITIVE_PATHS`].
     pub fn shared_default() -> Arc<SensitivePaths> {
-        static DEFAULT: OnceLock<Arc<SensitivePaths>> = OnceLock::new();
-        DEFAULT
+        PROCESS_LIST
             .get_or_init(|| Arc::new(SensitivePaths::default()))
             .clone()
+    }
+
+    /// Makes `self` the process's list, once, before any profile is indexed (the agent
+    /// does it from `--sensitive-paths`). Returns false when a list was already in use.
+    pub fn install(self) -> bool {
+        PROCESS_LIST.set(Arc::new(self)).is_ok()
+    }
+
+    /// Checks one pattern of a list a user gives: absolute, or starting with `**`.
+    pub fn check_pattern(pattern: &str) -> Result<(), String> {
+        if pattern.starts_with('/') || pattern.starts_with("**") {
+            Ok(())
+        } else {
+            Err(format!(
+                "sensitive path {pattern:?} must be absolute (e.g. /etc/shadow, /home/*/.ssh/**) or start with ** (e.g. **/release_agent)"
+            ))
+        }
     }
 
     /// Whether `path` (normalised) is sensitive.
