@@ -299,10 +299,11 @@ mod tests {
             r.sensitive_paths,
             ["/etc/shadow", "/srv/keys/**", "**/release_agent"]
         );
-        let err =
+        let Err(err) =
             Cli::try_parse_from(["herdwatch-agent", "run", "--sensitive-paths", "etc/shadow"])
-                .err()
-                .expect("a relative pattern is refused");
+        else {
+            panic!("a relative pattern is refused");
+        };
         assert!(err.to_string().contains("must be absolute"), "{err}");
     }
 
