@@ -1,7 +1,7 @@
 //! Invalid herdwatch objects are refused by the API server itself (OpenAPI schema and CEL
 //! rules in the CRDs), with a message that says what to change.
 
-use herdwatch_api::common::{Mode, ResponseAction};
+use herdwatch_api::common::{FileAccess, FileEntry, Mode, ProcessEntry, ResponseAction};
 use herdwatch_api::policy::DenyKind;
 use herdwatch_api::{BehaviorProfile, ClusterBehaviorPolicy};
 use herdwatch_e2e::fixtures::{deny_wget_policy, web_profile};
@@ -57,6 +57,27 @@ async fn invalid_profile_is_refused_with_the_cel_message() {
             .await
             .unwrap_or_else(|e| panic!("mode Enforce with action Kill is accepted: {e}"));
         step("the same profile with mode Enforce: accepted");
+
+        // An argument pattern with more `**` than a matcher needs: bounded work per exec.
+        let mut stars = web_profile("too-many-stars", "web", "web", ResponseAction::Tag);
+        stars.spec.allowed.processes.push(ProcessEntry {
+            exe: "/bin/app".into(),
+            argv: Some(vec!["**".to_owned(); 9]),
+            ..ProcessEntry::default()
+        });
+        let msg = refused(&api, &stars, "argv with nine ** items").await;
+        assert!(msg.contains("argv may have at most 8 ** items"), "{msg}");
+
+        // A file entry that is both one path and a subtree.
+        let mut both = web_profile("path-and-prefix", "web", "web", ResponseAction::Tag);
+        both.spec.allowed.files.push(FileEntry {
+            path: Some("/etc/app.conf".into()),
+            prefix: Some("/etc".into()),
+            access: vec![FileAccess::Read],
+            ..FileEntry::default()
+        });
+        let msg = refused(&api, &both, "a file entry with path and prefix").await;
+        assert!(msg.contains("a file entry has either path"), "{msg}");
 
         // A policy rule that denies binaries without naming any.
         let policies: Api<ClusterBehaviorPolicy> = Api::all(env.client.clone());

@@ -97,8 +97,9 @@ pub struct ProcessEntry {
     #[schemars(length(min = 1, max = 4096))]
     pub exe: String,
     /// Arguments, one glob per argument (`argv[0]` included); a `**` item matches any number of
-    /// arguments. Absent: any arguments.
+    /// arguments (at most 8 of them). Absent: any arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.filter(t, t == '**').size() <= 8").message("argv may have at most 8 ** items: a run of them means the same as one"))]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub argv: Option<Vec<String>>,
     /// User id; absent: any user.

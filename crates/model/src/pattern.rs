@@ -83,17 +83,44 @@ impl ArgvPattern {
     }
 }
 
+/// Whether `tokens` match all of `argv`, in O(tokens × arguments) glob matches whatever the
+/// pattern: a profile is written by a tenant and an argument list by a process, and neither
+/// may make the agent's work per exec grow faster than their sizes. It walks the tokens
+/// once, keeping the set of argument positions the tokens so far can end at; a `**` opens
+/// every position from the first reachable one on (a run of them is one), any other token
+/// moves each reachable position one argument on when it matches that argument.
 fn match_tokens<S: AsRef<str>>(tokens: &[String], argv: &[S]) -> bool {
-    match tokens.split_first() {
-        None => argv.is_empty(),
-        Some((tok, rest)) if tok == ANY_ARGUMENTS => {
-            (0..=argv.len()).any(|skip| match_tokens(rest, &argv[skip..]))
+    let n = argv.len();
+    let mut reach = vec![false; n + 1];
+    reach[0] = true;
+    let mut after_any = false;
+    for token in tokens {
+        if token == ANY_ARGUMENTS {
+            if !after_any {
+                let mut open = false;
+                for r in reach.iter_mut() {
+                    open |= *r;
+                    *r = open;
+                }
+            }
+            after_any = true;
+            continue;
         }
-        Some((tok, rest)) => match argv.split_first() {
-            Some((arg, args)) => glob_match(tok, arg.as_ref()) && match_tokens(rest, args),
-            None => false,
-        },
+        after_any = false;
+        let mut next = vec![false; n + 1];
+        let mut any = false;
+        for (j, arg) in argv.iter().enumerate() {
+            if reach[j] && glob_match(token, arg.as_ref()) {
+                next[j + 1] = true;
+                any = true;
+            }
+        }
+        if !any {
+            return false;
+        }
+        reach = next;
     }
+    reach[n]
 }
 
 impl fmt::Display for ArgvPattern {
@@ -176,5 +203,62 @@ mod tests {
         assert!(middle.matches(&argv("java -Xmx1g -Dx=y -jar /app/svc.jar")));
         assert!(!middle.matches(&argv("java -jar /tmp/evil.jar")));
         assert_eq!(middle.to_string(), "java ** -jar /app/*.jar");
+    }
+
+    /// The plain recursive matcher the linear one replaced, kept as the reference it must
+    /// agree with.
+    fn reference<S: AsRef<str>>(tokens: &[String], argv: &[S]) -> bool {
+        match tokens.split_first() {
+            None => argv.is_empty(),
+            Some((tok, rest)) if tok == ANY_ARGUMENTS => {
+                (0..=argv.len()).any(|skip| reference(rest, &argv[skip..]))
+            }
+            Some((tok, rest)) => match argv.split_first() {
+                Some((arg, args)) => glob_match(tok, arg.as_ref()) && reference(rest, args),
+                None => false,
+            },
+        }
+    }
+
+    #[test]
+    fn many_double_stars_against_many_arguments_are_linear() {
+        // 20 literals between `**`s against 200 arguments that never match the last one:
+        // the recursive matcher explores a number of splits exponential in the `**`s.
+        let mut tokens = Vec::new();
+        for _ in 0..20 {
+            tokens.push(ANY_ARGUMENTS.to_owned());
+            tokens.push("a".to_owned());
+        }
+        tokens.push("never".to_owned());
+        let argv: Vec<String> = (0..200).map(|_| "a".to_owned()).collect();
+        assert!(!ArgvPattern(tokens.clone()).matches(&argv));
+        tokens.pop();
+        assert!(ArgvPattern(tokens).matches(&argv));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("**".to_owned()),
+                Just("*".to_owned()),
+                Just("a".to_owned()),
+                Just("b".to_owned()),
+                Just("a*".to_owned()),
+                Just("?".to_owned()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn the_linear_matcher_agrees_with_the_recursive_one(
+                tokens in prop::collection::vec(token(), 0..8),
+                argv in prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("ab"), Just("")], 0..8),
+            ) {
+                prop_assert_eq!(ArgvPattern(tokens.clone()).matches(&argv), reference(&tokens, &argv));
+            }
+        }
     }
 }
