@@ -167,6 +167,31 @@ async fn an_agent_token_writes_only_records_of_its_own_node() {
             Err(e) => panic!("patching the record failed for another reason: {e}"),
         }
 
+        // Not even the cluster admin can move evidence: a record's identity is immutable.
+        let as_admin: Api<BehaviorViolation> = Api::namespaced(env.client.clone(), &ns);
+        match as_admin
+            .patch(
+                "own",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"pod": "another-pod"}})),
+            )
+            .await
+        {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(
+                    status.message.contains("is immutable"),
+                    "{}",
+                    status.message
+                );
+                step(format!(
+                    "the admin renaming the record's pod: refused: {}",
+                    status.message
+                ));
+            }
+            other => panic!("changing a record's pod was not refused as invalid: {other:?}"),
+        }
+
         // A token of the agent's account not bound to a pod names no node: refused.
         let unbound = client_with_token(&env, token(&env, AGENT, None)).await;
         let msg = forbidden(

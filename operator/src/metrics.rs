@@ -245,6 +245,7 @@ pub fn action_label(o: Outcome) -> Option<&'static str> {
         Outcome::Evicted => Some("evicted"),
         Outcome::Refused => Some("refused"),
         Outcome::DryRun => Some("dry_run"),
+        Outcome::Rejected => Some("rejected"),
         Outcome::Pending | Outcome::Failed => None,
     }
 }

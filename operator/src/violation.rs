@@ -50,7 +50,10 @@ use herdwatch_api::violation::{
 };
 use herdwatch_api::{BehaviorProfile, BehaviorViolation, ClusterBehaviorPolicy};
 use herdwatch_model as model;
-use herdwatch_model::response::{Decision, Planned, PodFacts, RecordMeta, ResponsePolicy};
+use herdwatch_model::response::{
+    check_record, Actual, Claimed, Decision, Planned, PodFacts, RecordMeta, ResponsePolicy,
+    WorkloadName,
+};
 use herdwatch_model::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -131,7 +134,11 @@ pub fn needs_response(status: Option<&BehaviorViolationStatus>) -> bool {
         Some(s) => match s.outcome {
             Outcome::Pending | Outcome::Failed => true,
             Outcome::Refused => s.reason.as_deref() == Some(REASON_DISRUPTION_BUDGET),
-            Outcome::Recorded | Outcome::Tagged | Outcome::Evicted | Outcome::DryRun => false,
+            Outcome::Recorded
+            | Outcome::Tagged
+            | Outcome::Evicted
+            | Outcome::DryRun
+            | Outcome::Rejected => false,
         },
     }
 }
@@ -171,6 +178,7 @@ pub fn outcome_label(o: Outcome) -> &'static str {
         Outcome::Refused => "refused",
         Outcome::DryRun => "dry-run",
         Outcome::Failed => "failed",
+        Outcome::Rejected => "rejected",
     }
 }
 
@@ -516,6 +524,48 @@ where
     Ok(selector(owner).map(|s| (uid, s)))
 }
 
+/// The pod's top-level workload as the API says: its controller, or for a ReplicaSet or
+/// Job that controller's own (a Deployment, a CronJob) when it has one; the pod itself
+/// when it has no controller. The same resolution the agent makes when it names workloads.
+async fn owner_of(client: &Client, ns: &str, pod: &Pod) -> Result<WorkloadRef> {
+    let Some(owner) = pod
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+    else {
+        return Ok(WorkloadRef {
+            kind: "Pod".into(),
+            name: pod.name_any(),
+        });
+    };
+    let parent = match owner.kind.as_str() {
+        "ReplicaSet" => Api::<ReplicaSet>::namespaced(client.clone(), ns)
+            .get_opt(&owner.name)
+            .await?
+            .map(|rs| rs.metadata),
+        "Job" => Api::<Job>::namespaced(client.clone(), ns)
+            .get_opt(&owner.name)
+            .await?
+            .map(|job| job.metadata),
+        _ => None,
+    }
+    .and_then(|meta| {
+        meta.owner_references?
+            .into_iter()
+            .find(|r| r.controller == Some(true))
+    });
+    Ok(match parent {
+        Some(p) => WorkloadRef {
+            kind: p.kind,
+            name: p.name,
+        },
+        None => WorkloadRef {
+            kind: owner.kind.clone(),
+            name: owner.name.clone(),
+        },
+    })
+}
+
 /// The pods of the pod's top-level owner and whether each is ready, read from the API now;
 /// `None` when the owner is gone or of a kind without ready replicas.
 ///
@@ -624,12 +674,52 @@ async fn respond(v: &BehaviorViolation, ctx: &Context, ns: &str, now: Timestamp)
             ),
         ));
     };
+    // The record comes from one node's agent: its node, workload and profile are checked
+    // against the API, and only what the API says is used from here on.
+    let owner = owner_of(&ctx.client, ns, &pod).await?;
+    let profile_target = match (v.spec.source, v.spec.profile.as_deref()) {
+        (RuleSource::Profile, Some(profile)) => ctx
+            .profiles
+            .get(&ObjectRef::new(profile).within(ns))
+            .map(|p| {
+                (
+                    format!("{:?}", p.spec.target_ref.kind),
+                    p.spec.target_ref.name.clone(),
+                )
+            }),
+        _ => None,
+    };
+    let claimed = Claimed {
+        node: &v.spec.node,
+        workload: WorkloadName {
+            kind: &v.spec.workload.kind,
+            name: &v.spec.workload.name,
+        },
+    };
+    let actual = Actual {
+        node: pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        workload: WorkloadName {
+            kind: &owner.kind,
+            name: &owner.name,
+        },
+        profile_target: profile_target
+            .as_ref()
+            .map(|(kind, name)| WorkloadName { kind, name }),
+    };
+    if let Err(rejection) = check_record(&claimed, &actual) {
+        warn!(reason = rejection.reason(), %rejection, "violation record rejected");
+        return Ok(Done::new(
+            Outcome::Rejected,
+            Some(rejection.reason()),
+            rejection.to_string(),
+        ));
+    }
     let has_controller_owner = pod
         .owner_references()
         .iter()
         .any(|r| r.controller == Some(true));
     let owner_pods = if action == ResponseAction::Kill {
-        owner_pods(&ctx.client, ns, &v.spec.workload).await?
+        owner_pods(&ctx.client, ns, &owner).await?
     } else {
         None
     };

@@ -155,7 +155,7 @@ fn pod_of(ns: &str, name: &str, uid: &str, rs_uid: &str, state: PodState) -> Val
                 "blockOwnerDeletion": true,
             }],
         },
-        "spec": { "containers": [{ "name": "nginx" }] },
+        "spec": { "nodeName": "node-1", "containers": [{ "name": "nginx" }] },
         "status": {
             "phase": phase,
             "conditions": [{ "type": "Ready", "status": ready }],
@@ -200,6 +200,15 @@ fn replicaset(ns: &str, name: &str, uid: &str, deployment_uid: &str) -> Value {
         },
         "spec": { "selector": { "matchLabels": { "app": "web" } } },
     })
+}
+
+/// The read of the violating pod's ReplicaSet `web-7d9f8`, by which the operator finds the
+/// pod's real workload (the Deployment `web`) rather than trusting the record's.
+fn rs_read(ns: &str) -> Exchange {
+    Exchange::get(&format!(
+        "/apis/apps/v1/namespaces/{ns}/replicasets/web-7d9f8"
+    ))
+    .reply(200, replicaset(ns, "web-7d9f8", RS_UID, DEPLOYMENT_UID))
 }
 
 /// The reads that count the ready replicas of the Deployment `web` (UID `deployment_uid`):
@@ -333,7 +342,10 @@ fn shell(ns: &str) -> BehaviorViolation {
 
 /// The reads before a decision: the violating pod, then its Deployment with three ready pods.
 fn reads(p: &Paths, ns: &str) -> Vec<Exchange> {
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod(ns, POD_UID))];
+    let mut steps = vec![
+        Exchange::get(&p.pod).reply(200, pod(ns, POD_UID)),
+        rs_read(ns),
+    ];
     steps.extend(ready_owner(p, ns, 3));
     steps
 }
@@ -405,7 +417,10 @@ async fn answer_alone(steps: Vec<Exchange>, v: BehaviorViolation) -> Action {
 async fn tag_labels_annotates_posts_an_event_and_records_the_outcome() {
     let p = paths("shop");
     let v = shell("shop");
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    let mut steps = vec![
+        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
+        rs_read("shop"),
+    ];
     steps.extend(tag_steps(&p, "shop", "Tag"));
     steps.push(outcome_step(&p, "web-shell", "Tagged", None));
     steps.extend(count_steps(&p, "shop", |c| {
@@ -567,7 +582,10 @@ async fn evicting_would_leave_too_few_ready_replicas() {
         replicaset("shop", "web-7d9f8", RS_UID, DEPLOYMENT_UID),
         replicaset("shop", "stray", "stray-rs-uid", "someone-else"),
     ];
-    let mut steps = vec![Exchange::get(&p.pod).reply(200, pod("shop", POD_UID))];
+    let mut steps = vec![
+        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
+        rs_read("shop"),
+    ];
     steps.extend(owner_steps(&p, "shop", DEPLOYMENT_UID, replicasets, pods));
     steps.extend(refusal_steps(&p, "shop", "BelowMinReadyReplicas"));
     answer_alone(steps, v).await;
@@ -584,6 +602,51 @@ async fn a_replaced_pod_is_not_touched() {
         "web-shell",
         "Recorded",
         Some(violation::REASON_POD_GONE),
+    ));
+    steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["total"], 1)));
+    answer_alone(steps, v).await;
+}
+
+/// A record forged by another node's agent (or with a leaked agent token): it names a pod
+/// that runs on node-1 but says node-2. The operator reads the pod and its owner, rejects
+/// the record, and sends no patch and no eviction (the mock fails on any request not
+/// listed).
+#[tokio::test]
+async fn a_record_naming_another_node_is_rejected_and_nothing_is_done() {
+    let p = paths("shop");
+    let mut v = shell("shop");
+    v.spec.node = "node-2".into();
+    let mut steps = vec![
+        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
+        rs_read("shop"),
+    ];
+    steps.push(outcome_step(
+        &p,
+        "web-shell",
+        "Rejected",
+        Some("NodeMismatch"),
+    ));
+    steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["total"], 1)));
+    answer_alone(steps, v).await;
+}
+
+/// A record that names another workload than the pod's own (to judge minReadyReplicas on
+/// a workload of the attacker's choosing, or to aim a profile's Kill at another
+/// workload's pod) is rejected.
+#[tokio::test]
+async fn a_record_naming_another_workload_is_rejected_and_nothing_is_done() {
+    let p = paths("shop");
+    let mut v = shell("shop");
+    v.spec.workload.name = "payments".into();
+    let mut steps = vec![
+        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
+        rs_read("shop"),
+    ];
+    steps.push(outcome_step(
+        &p,
+        "web-shell",
+        "Rejected",
+        Some("WorkloadMismatch"),
     ));
     steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["total"], 1)));
     answer_alone(steps, v).await;
@@ -709,7 +772,7 @@ fn eviction_steps(
     owner: Vec<Exchange>,
 ) -> Vec<Exchange> {
     let p = paths_of("shop", pod);
-    let mut steps = vec![pod_read(pod, pod_uid, RS_UID)];
+    let mut steps = vec![pod_read(pod, pod_uid, RS_UID), rs_read("shop")];
     steps.extend(owner);
     steps.extend(tag_steps_of(&p, "shop", "Evict", pod));
     steps.push(
@@ -806,6 +869,7 @@ async fn a_second_kill_is_refused_while_the_replacement_is_not_ready() {
         let p = paths_of("shop", POD_B);
         let mut steps = first_eviction();
         steps.push(pod_read(POD_B, POD_B_UID, RS_UID));
+        steps.push(rs_read("shop"));
         steps.extend(after_first_eviction(a, PodState::NotReady));
         steps.extend(tag_steps_of(&p, "shop", "Tag", POD_B));
         steps.push(

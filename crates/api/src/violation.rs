@@ -119,8 +119,10 @@ pub struct Ancestor {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRef {
     /// Kind of the top-level owner (Pod when there is none).
+    #[schemars(length(max = 63))]
     pub kind: String,
     /// Name.
+    #[schemars(length(max = 253))]
     pub name: String,
 }
 
@@ -155,6 +157,7 @@ pub struct WorkloadRef {
 )]
 #[x_kube(validation = Rule::new("self.lastSeen >= self.firstSeen").message("lastSeen must not be before firstSeen"))]
 #[x_kube(validation = Rule::new("self.source == 'Policy' ? has(self.policy) : has(self.profile)").message("a Policy violation names its policy, a Profile violation its profile"))]
+#[x_kube(validation = Rule::new("self.node == oldSelf.node && self.pod == oldSelf.pod && self.podUid == oldSelf.podUid && self.workload == oldSelf.workload && self.source == oldSelf.source && self.rule == oldSelf.rule && self.subject == oldSelf.subject && self.container == oldSelf.container && self.imageDigest == oldSelf.imageDigest && (has(self.profile) ? has(oldSelf.profile) && self.profile == oldSelf.profile : !has(oldSelf.profile)) && (has(self.policy) ? has(oldSelf.policy) && self.policy == oldSelf.policy : !has(oldSelf.policy))").message("a record's identity (node, pod, podUid, workload, source, profile, policy, rule, subject, container, imageDigest) is immutable: it names the pod and the event it was made for; write a new record instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct BehaviorViolationSpec {
     /// Profile or Policy.
@@ -172,14 +175,19 @@ pub struct BehaviorViolationSpec {
     #[schemars(length(min = 1, max = 256))]
     pub subject: String,
     /// Node.
+    #[schemars(length(max = 253))]
     pub node: String,
     /// Pod name.
+    #[schemars(length(max = 253))]
     pub pod: String,
     /// Pod UID.
+    #[schemars(length(max = 128))]
     pub pod_uid: String,
     /// Container name.
+    #[schemars(length(max = 253))]
     pub container: String,
     /// Image digest the container ran.
+    #[schemars(length(max = 512))]
     pub image_digest: String,
     /// Workload.
     pub workload: WorkloadRef,
@@ -231,6 +239,10 @@ pub enum Outcome {
     DryRun,
     /// The response failed (see message); it is retried.
     Failed,
+    /// The record disagrees with the API about its own pod (its node, workload or
+    /// profile): nothing was done to the pod. Records come from one node's agent, which is
+    /// trusted with nothing beyond its node.
+    Rejected,
 }
 
 /// The response: written by the operator.

@@ -490,6 +490,114 @@ pub fn expired(records: &[RecordMeta], retention: &Retention, now: Timestamp) ->
     delete
 }
 
+/// A workload as `kind/name` (`Deployment/web`, `Pod/debug` for a bare pod).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadName<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+}
+
+impl fmt::Display for WorkloadName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// Where a violation record says its pod ran: written by one node's agent, which is not
+/// trusted beyond its own node.
+#[derive(Clone, Copy, Debug)]
+pub struct Claimed<'a> {
+    pub node: &'a str,
+    pub workload: WorkloadName<'a>,
+}
+
+/// What the API server says of that pod, and of the profile the record names.
+#[derive(Clone, Copy, Debug)]
+pub struct Actual<'a> {
+    /// The pod's `spec.nodeName`.
+    pub node: Option<&'a str>,
+    /// The pod's top-level controller (through its ReplicaSet or Job), or the pod itself.
+    pub workload: WorkloadName<'a>,
+    /// The workload the named profile targets, for a Profile violation.
+    pub profile_target: Option<WorkloadName<'a>>,
+}
+
+/// Why a record is not acted on: it disagrees with the API about its own pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    NodeMismatch {
+        claimed: String,
+        actual: String,
+    },
+    WorkloadMismatch {
+        claimed: String,
+        actual: String,
+    },
+    ProfileMismatch {
+        profile_target: String,
+        actual: String,
+    },
+}
+
+impl Rejection {
+    /// The CamelCase reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::NodeMismatch { .. } => "NodeMismatch",
+            Rejection::WorkloadMismatch { .. } => "WorkloadMismatch",
+            Rejection::ProfileMismatch { .. } => "ProfileMismatch",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::NodeMismatch { claimed, actual } => write!(
+                f,
+                "the record names node {claimed}, but the pod runs on {actual}: an agent reports only its own node's pods; nothing was done to the pod"
+            ),
+            Rejection::WorkloadMismatch { claimed, actual } => write!(
+                f,
+                "the record names workload {claimed}, but the pod belongs to {actual}; nothing was done to the pod"
+            ),
+            Rejection::ProfileMismatch {
+                profile_target,
+                actual,
+            } => write!(
+                f,
+                "the record's profile targets {profile_target}, but the pod belongs to {actual}; nothing was done to the pod"
+            ),
+        }
+    }
+}
+
+/// Checks a record against the API's facts before anything is done to its pod: the node,
+/// the workload and the profile all come from the API, never from the record.
+pub fn check_record(claimed: &Claimed<'_>, actual: &Actual<'_>) -> Result<(), Rejection> {
+    if actual.node != Some(claimed.node) {
+        return Err(Rejection::NodeMismatch {
+            claimed: claimed.node.to_owned(),
+            actual: actual.node.unwrap_or("no node").to_owned(),
+        });
+    }
+    if claimed.workload != actual.workload {
+        return Err(Rejection::WorkloadMismatch {
+            claimed: claimed.workload.to_string(),
+            actual: actual.workload.to_string(),
+        });
+    }
+    if let Some(target) = actual.profile_target {
+        if target != actual.workload {
+            return Err(Rejection::ProfileMismatch {
+                profile_target: target.to_string(),
+                actual: actual.workload.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -823,5 +931,63 @@ mod tests {
             now
         )
         .is_empty());
+    }
+
+    #[test]
+    fn records_are_checked_against_the_api() {
+        let web = WorkloadName {
+            kind: "Deployment",
+            name: "web",
+        };
+        let claimed = Claimed {
+            node: "node-a",
+            workload: web,
+        };
+        let actual = Actual {
+            node: Some("node-a"),
+            workload: web,
+            profile_target: Some(web),
+        };
+        assert_eq!(check_record(&claimed, &actual), Ok(()));
+
+        let elsewhere = Actual {
+            node: Some("node-b"),
+            ..actual
+        };
+        let r = check_record(&claimed, &elsewhere).unwrap_err();
+        assert_eq!(r.reason(), "NodeMismatch");
+        assert!(r.to_string().contains("node node-a") && r.to_string().contains("node-b"));
+
+        let other_owner = Actual {
+            workload: WorkloadName {
+                kind: "Deployment",
+                name: "payments",
+            },
+            profile_target: None,
+            ..actual
+        };
+        let r = check_record(&claimed, &other_owner).unwrap_err();
+        assert_eq!(r.reason(), "WorkloadMismatch");
+        assert!(r.to_string().contains("Deployment/payments"), "{r}");
+
+        let other_profile = Actual {
+            profile_target: Some(WorkloadName {
+                kind: "Deployment",
+                name: "payments",
+            }),
+            ..actual
+        };
+        assert_eq!(
+            check_record(&claimed, &other_profile).unwrap_err().reason(),
+            "ProfileMismatch"
+        );
+        let unscheduled = Actual {
+            node: None,
+            ..actual
+        };
+        assert_eq!(
+            check_record(&claimed, &unscheduled).unwrap_err().reason(),
+            "NodeMismatch"
+        );
     }
 }
