@@ -218,6 +218,22 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
     }
 
     /// Reads an unknown process from /proc into the table. False when it is gone.
+    /// The path an exec ran, absolute: the kernel hands over what was passed to execve,
+    /// and a relative one (a CGI script run as `lookup` from its directory) is resolved
+    /// against the process's working directory inside its root, read at once (the new
+    /// program has not had time to move). When that cannot be read it stays relative, and
+    /// is never learned.
+    fn absolute_exe(&mut self, pid: u32, exe: &str) -> String {
+        if exe.starts_with('/') {
+            return exe.to_owned();
+        }
+        match self.proc_source.cwd_in_root(pid) {
+            Some(cwd) => herdwatch_model::files::normalize(&format!("{cwd}/{exe}"))
+                .unwrap_or_else(|| exe.to_owned()),
+            None => exe.to_owned(),
+        }
+    }
+
     fn look_up(&mut self, pid: u32, now: Instant) -> bool {
         if pid == 0 || self.gone.contains(&pid) {
             return false;
@@ -301,12 +317,14 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
                     self.look_up(e.ppid, now);
                 }
                 self.gone.remove(&pid);
+                let exe = escape_bytes(e.filename());
+                let exe = self.absolute_exe(pid, &exe);
                 self.procs.exec(NewProcess {
                     pid,
                     ppid: e.ppid,
                     start_time_ns: e.start_time_ns,
                     uid: h.uid,
-                    exe: Box::from(escape_bytes(e.filename()).as_ref()),
+                    exe: Box::from(exe.as_str()),
                     file_name: e
                         .real_file_name()
                         .map(|n| Box::from(escape_bytes(n).as_ref())),

@@ -56,9 +56,20 @@ pub trait ProcSource {
     fn cgroup_path(&mut self, pid: u32) -> Result<Option<String>, ProcReadError> {
         self.read(pid).map(|s| s.cgroup_path)
     }
+
+    /// The working directory of `pid` as the process sees it (inside its own root), to
+    /// resolve a relative exec. `None` when it cannot be told (the process is gone, or its
+    /// directory is outside its root). Sources without a filesystem know none.
+    fn cwd_in_root(&mut self, _pid: u32) -> Option<String> {
+        None
+    }
 }
 
 impl<P: ProcSource + ?Sized> ProcSource for &mut P {
+    fn cwd_in_root(&mut self, pid: u32) -> Option<String> {
+        (**self).cwd_in_root(pid)
+    }
+
     fn pids(&mut self) -> io::Result<Vec<u32>> {
         (**self).pids()
     }
@@ -111,6 +122,13 @@ impl ProcSource for Procfs {
             }
         }
         Ok(pids)
+    }
+
+    fn cwd_in_root(&mut self, pid: u32) -> Option<String> {
+        let dir = self.root.join(pid.to_string());
+        let root = std::fs::read_link(dir.join("root")).ok()?;
+        let cwd = std::fs::read_link(dir.join("cwd")).ok()?;
+        path_within(&root, &cwd)
     }
 
     fn cgroup_path(&mut self, pid: u32) -> Result<Option<String>, ProcReadError> {
@@ -190,9 +208,32 @@ pub fn parse_cgroup_v2(text: &str) -> Option<String> {
     })
 }
 
+/// `path` as seen from inside `root` (both as the agent sees them): `/` for the root
+/// itself, `None` when `path` is not below it.
+pub fn path_within(root: &Path, path: &Path) -> Option<String> {
+    let rest = path.strip_prefix(root).ok()?;
+    let rest = rest.to_str()?;
+    Some(format!("/{rest}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_seen_from_inside_the_process_root() {
+        let root = Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs");
+        assert_eq!(
+            path_within(root, &root.join("www/cgi-bin")).as_deref(),
+            Some("/www/cgi-bin")
+        );
+        assert_eq!(path_within(root, root).as_deref(), Some("/"));
+        assert_eq!(
+            path_within(Path::new("/"), Path::new("/srv")).as_deref(),
+            Some("/srv")
+        );
+        assert_eq!(path_within(root, Path::new("/etc")), None);
+    }
 
     #[test]
     fn stat_with_a_hostile_command_name() {

@@ -220,6 +220,14 @@ impl Observation {
         limits: &Limits,
     ) -> bool {
         let p = &event.process;
+        // An executable the agent could not make absolute (a relative exec whose working
+        // directory was gone) is not learned: such an entry would allow whatever runs under
+        // that name from any directory, and the profile's schema refuses it.
+        if matches!(event.kind, EventKind::Exec | EventKind::SetUid { .. })
+            && !p.exe.starts_with('/')
+        {
+            return false;
+        }
         let b = &mut self.behavior;
         let merged = match event.kind {
             EventKind::Exec => observe_rule(
@@ -638,6 +646,15 @@ mod tests {
         ] {
             assert!(!idx.allows_file(denied, Access::READ), "{denied}");
         }
+    }
+
+    #[test]
+    fn relative_executables_are_not_learned() {
+        let argv = vec![];
+        let mut o = obs();
+        let relative = Event::exec(Process::root_in_image("lookup", &argv));
+        assert!(!o.observe(&relative, ReplicaId(1), Timestamp(1000), &Limits::DEFAULT));
+        assert!(o.behavior.processes.is_empty());
     }
 
     #[test]
