@@ -225,7 +225,9 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
     /// is never learned.
     fn absolute_exe(&mut self, pid: u32, exe: &str) -> String {
         if exe.starts_with('/') {
-            return exe.to_owned();
+            // `//dev/shm/x` and `/usr/../tmp/x` are `/dev/shm/x` and `/tmp/x` to the kernel,
+            // and so to every check after this one (drift, allow lists, policies).
+            return herdwatch_model::files::normalize(exe).unwrap_or_else(|| exe.to_owned());
         }
         match self.proc_source.cwd_in_root(pid) {
             Some(cwd) => herdwatch_model::files::normalize(&format!("{cwd}/{exe}"))
@@ -538,6 +540,26 @@ mod tests {
         assert_eq!(stats.failures, [0; FailureReason::COUNT]);
         // The shim (the exec's parent) was read from /proc on demand.
         assert_eq!(stats.processes, 2);
+    }
+
+    #[test]
+    fn exec_paths_are_judged_as_the_kernel_resolves_them() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        for (given, resolved) in [
+            (&b"//dev/shm/x"[..], "/dev/shm/x"),
+            (b"/usr/../tmp/./x", "/tmp/x"),
+            (b"/opt/app/../../tmp/x", "/tmp/x"),
+        ] {
+            let exec = synth::exec(1000, SHIM, 0, WEB_CG, 7, given, b"x\0");
+            let a = p.process(&exec, now);
+            assert_eq!(&*a.process.expect("the exec's process").exe, resolved);
+        }
+        // Relative, with no working directory to read (the test's /proc has none): kept as
+        // given, so that it is never learned and never matches an absolute entry.
+        let exec = synth::exec(1001, SHIM, 0, WEB_CG, 7, b"lookup", b"lookup\0");
+        assert_eq!(&*p.process(&exec, now).process.unwrap().exe, "lookup");
     }
 
     #[test]
