@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
-    EventKind, FileEvent, FileKey, ACCESS_CREATE, ACCESS_READ, ACCESS_WRITE, FILE_PATH_TRUNCATED,
-    MAX_PATH,
+    EventKind, FileEvent, FileKey, ACCESS_CREATE, ACCESS_READ, ACCESS_TRUNCATE, ACCESS_WRITE,
+    FILE_PATH_TRUNCATED, MAX_PATH,
 };
 
 use crate::common::{copy_bytes, reserve, submit, uread, write_header, Actor, Error};
@@ -52,7 +52,7 @@ fn access_of(flags: u64) -> u32 {
         access |= ACCESS_CREATE;
     }
     if flags & O_TRUNC != 0 {
-        access |= ACCESS_WRITE;
+        access |= ACCESS_WRITE | ACCESS_TRUNCATE;
     }
     access
 }

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use herdwatch_abi::{
-    Event as KernelEvent, ACCESS_CREATE, ACCESS_READ, ACCESS_WRITE, IPPROTO_TCP, IPPROTO_UDP,
-    NET_CONNECT, NET_LISTEN, NET_UDP_SEND,
+    Event as KernelEvent, ACCESS_CREATE, ACCESS_READ, ACCESS_TRUNCATE, ACCESS_WRITE, IPPROTO_TCP,
+    IPPROTO_UDP, NET_CONNECT, NET_LISTEN, NET_UDP_SEND,
 };
 use herdwatch_model::net::Protocol;
 use herdwatch_model::{Access, Event, EventKind, Process as ModelProcess, WorkloadKey};
@@ -110,6 +110,7 @@ pub fn access(bits: u32) -> Access {
         (ACCESS_READ, Access::READ),
         (ACCESS_WRITE, Access::WRITE),
         (ACCESS_CREATE, Access::CREATE),
+        (ACCESS_TRUNCATE, Access::TRUNCATE),
     ] {
         if bits & bit != 0 {
             a |= kind;

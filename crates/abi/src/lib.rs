@@ -231,6 +231,8 @@ pub struct NetEvent {
 pub const ACCESS_READ: u32 = 1;
 pub const ACCESS_WRITE: u32 = 2;
 pub const ACCESS_CREATE: u32 = 4;
+/// The open empties the file (`O_TRUNC`): clearing a log is not appending to it.
+pub const ACCESS_TRUNCATE: u32 = 8;
 /// [`FileEvent::flags`] bit: the path did not fit in `MAX_PATH`.
 pub const FILE_PATH_TRUNCATED: u32 = 1;
 

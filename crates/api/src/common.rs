@@ -66,6 +66,8 @@ pub enum FileAccess {
     Write,
     /// Creating a file.
     Create,
+    /// Emptying a file as it is opened (`O_TRUNC`).
+    Truncate,
 }
 
 /// When and by how many replicas an entry was observed. Empty on hand-written entries.
@@ -183,8 +185,8 @@ pub struct FileEntry {
     #[schemars(length(min = 1, max = 4096))]
     pub prefix: Option<String>,
     /// Access allowed.
-    #[x_kube(validation = Rule::new("size(self) > 0").message("access needs at least one of read, write, create"))]
-    #[schemars(length(max = 3))]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("access needs at least one of read, write, create, truncate"))]
+    #[schemars(length(max = 4))]
     pub access: Vec<FileAccess>,
     /// Observations.
     #[serde(flatten)]

@@ -112,6 +112,7 @@ pub fn access_to_model(kinds: &[FileAccess]) -> Access {
             FileAccess::Read => Access::READ,
             FileAccess::Write => Access::WRITE,
             FileAccess::Create => Access::CREATE,
+            FileAccess::Truncate => Access::TRUNCATE,
         }
     })
 }
@@ -127,6 +128,9 @@ pub fn access_from_model(a: Access) -> Vec<FileAccess> {
     }
     if a.contains(Access::CREATE) {
         out.push(FileAccess::Create);
+    }
+    if a.contains(Access::TRUNCATE) {
+        out.push(FileAccess::Truncate);
     }
     out
 }

@@ -360,6 +360,43 @@ fn invalid_violations_and_observations_are_refused() {
 }
 
 #[test]
+fn a_violations_identity_is_immutable() {
+    let old = examples::violation();
+    const IMMUTABLE: &str = "a record's identity (node, pod, podUid, workload, source, profile, policy, rule, subject, container, imageDigest) is immutable";
+    type Change<'a> = (&'a str, &'a dyn Fn(&mut BehaviorViolation));
+    let changes: [Change; 10] = [
+        ("node", &|v| v.spec.node = "node-2".into()),
+        ("pod", &|v| v.spec.pod = "other".into()),
+        ("podUid", &|v| v.spec.pod_uid = "other".into()),
+        ("container", &|v| v.spec.container = "other".into()),
+        ("imageDigest", &|v| v.spec.image_digest = "other".into()),
+        ("workload", &|v| v.spec.workload.name = "other".into()),
+        ("rule", &|v| v.spec.rule = "profile/files".into()),
+        ("subject", &|v| v.spec.subject = "/bin/bash".into()),
+        ("profile", &|v| v.spec.profile = Some("other".into())),
+        // Adding an optional field the old record did not have is a change too.
+        ("policy", &|v| v.spec.policy = Some("baseline".into())),
+    ];
+    for (field, change) in changes {
+        let mut new = old.clone();
+        change(&mut new);
+        let err = cel::validate_cel_update(&new, &old)
+            .expect_err(&format!("changing {field} is refused"));
+        assert!(
+            err.iter().any(|e| e.message.contains(IMMUTABLE)),
+            "{field}: {err}"
+        );
+    }
+    // What the agent updates as the violation goes on stays writable.
+    let mut seen_again = old.clone();
+    seen_again.spec.count += 1;
+    let last = herdwatch_api::convert::from_time(&old.spec.last_seen);
+    seen_again.spec.last_seen =
+        herdwatch_api::convert::to_time(last + std::time::Duration::from_secs(60));
+    cel::validate_cel_update(&seen_again, &old).unwrap();
+}
+
+#[test]
 fn observation_objects_stay_small() {
     // An observation at the schema's maxima, serialised: well under the 1.5 MiB object limit.
     let mut o = examples::observation();

@@ -75,10 +75,13 @@ impl Access {
     pub const WRITE: Access = Access(2);
     /// Creating a file.
     pub const CREATE: Access = Access(4);
-    const NAMES: [(Access, &'static str); 3] = [
+    /// Emptying an existing file on open (`O_TRUNC`): clearing a log, not appending to it.
+    pub const TRUNCATE: Access = Access(8);
+    const NAMES: [(Access, &'static str); 4] = [
         (Access::READ, "read"),
         (Access::WRITE, "write"),
         (Access::CREATE, "create"),
+        (Access::TRUNCATE, "truncate"),
     ];
 
     /// Whether every kind in `other` is also in `self`.
@@ -96,7 +99,7 @@ impl Access {
         Access(self.0 & !other.0)
     }
 
-    /// Names of the kinds set, in a fixed order: `read`, `write`, `create`.
+    /// Names of the kinds set, in a fixed order: `read`, `write`, `create`, `truncate`.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
         Self::NAMES
             .into_iter()
@@ -104,7 +107,7 @@ impl Access {
             .map(|(_, n)| n)
     }
 
-    /// The access named `name` (`read`, `write` or `create`).
+    /// The access named `name` (`read`, `write`, `create` or `truncate`).
     pub fn from_name(name: &str) -> Option<Access> {
         Self::NAMES
             .into_iter()
