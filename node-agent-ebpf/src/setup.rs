@@ -83,6 +83,27 @@ pub fn note_exec(task: usize, tgid: u32, cgroup_id: u64) {
     }
 }
 
+/// Whether the exec about to run is the runtime running itself again inside the
+/// container's cgroup: runc's `runc exec` and `runc run` start their init by exec'ing a
+/// copy of runc sealed in a memfd (`memfd:runc_cloned:/proc/self/exe`), or runc itself. It
+/// is set-up, not an entry: it is not reported and does not enter. Only a task that has
+/// not entered can be here (`in_runtime_setup`), so a workload process cannot use a file
+/// of that name to hide.
+#[inline(always)]
+pub fn is_runtime_reexec(bprm: usize, cgroup_id: u64) -> bool {
+    const MEMFD_RUNC: &[u8; 10] = b"memfd:runc";
+    let name = kread::<usize>(bprm, off!(bprm_file))
+        .and_then(|file| kread::<usize>(file, off!(file_dentry)))
+        .and_then(|dentry| kread::<usize>(dentry, off!(dentry_name)))
+        .and_then(|name| kread::<[u8; 10]>(name, 0));
+    match name {
+        Ok(prefix) if &prefix == MEMFD_RUNC || prefix.starts_with(b"runc\0") => {
+            in_runtime_setup(cgroup_id)
+        }
+        _ => false,
+    }
+}
+
 /// The process `tgid` ended.
 #[inline(always)]
 pub fn forget(tgid: u32) {

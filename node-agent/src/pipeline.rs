@@ -9,6 +9,7 @@
 //! are gone before they could be looked up, and containers missing from the pod index are
 //! counted by [`FailureReason`] and the event is passed on with what is known.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -121,6 +122,10 @@ pub struct Pipeline<C, P> {
     /// Cgroup ids that [`Pipeline::learn_cgroup`] could not resolve since the last walk.
     unlearnable: IdSet<u64>,
     unlearnable_walk: u64,
+    /// (cgroup id, relative exec path) → the absolute path it resolved to last, for when the
+    /// process is gone before its working directory can be read (a CGI script that ran for
+    /// a millisecond). Bounded: emptied when full.
+    relative_execs: HashMap<(u64, Box<str>), Box<str>>,
     stats: PipelineStats,
 }
 
@@ -139,6 +144,7 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
             pods,
             pod_cache: IdMap::default(),
             gone: IdSet::default(),
+            relative_execs: HashMap::new(),
             unlearnable: IdSet::default(),
             unlearnable_walk: 0,
             stats: PipelineStats::default(),
@@ -223,16 +229,34 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
     /// against the process's working directory inside its root, read at once (the new
     /// program has not had time to move). When that cannot be read it stays relative, and
     /// is never learned.
-    fn absolute_exe(&mut self, pid: u32, exe: &str) -> String {
+    fn absolute_exe(&mut self, pid: u32, cgroup_id: u64, exe: &str) -> String {
         if exe.starts_with('/') {
             // `//dev/shm/x` and `/usr/../tmp/x` are `/dev/shm/x` and `/tmp/x` to the kernel,
             // and so to every check after this one (drift, allow lists, policies).
             return herdwatch_model::files::normalize(exe).unwrap_or_else(|| exe.to_owned());
         }
-        match self.proc_source.cwd_in_root(pid) {
-            Some(cwd) => herdwatch_model::files::normalize(&format!("{cwd}/{exe}"))
-                .unwrap_or_else(|| exe.to_owned()),
-            None => exe.to_owned(),
+        const MAX_RELATIVE_EXECS: usize = 4096;
+        let key = (cgroup_id, Box::<str>::from(exe));
+        let resolved = self
+            .proc_source
+            .cwd_in_root(pid)
+            .and_then(|cwd| herdwatch_model::files::normalize(&format!("{cwd}/{exe}")));
+        match resolved {
+            Some(path) => {
+                if self.relative_execs.len() >= MAX_RELATIVE_EXECS {
+                    self.relative_execs.clear();
+                }
+                self.relative_execs.insert(key, path.as_str().into());
+                path
+            }
+            // Gone already: where the same name last resolved in this container. (A
+            // process that runs another file of that name from another directory and
+            // exits at once is judged as that one; the kernel's own resolution of the
+            // path will close this.)
+            None => self
+                .relative_execs
+                .get(&key)
+                .map_or_else(|| exe.to_owned(), |p| p.to_string()),
         }
     }
 
@@ -320,12 +344,14 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
                 }
                 self.gone.remove(&pid);
                 let exe = escape_bytes(e.filename());
-                let exe = self.absolute_exe(pid, &exe);
+                let exe = self.absolute_exe(pid, cgroup_id, &exe);
                 self.procs.exec(NewProcess {
                     pid,
                     ppid: e.ppid,
                     start_time_ns: e.start_time_ns,
-                    uid: h.uid,
+                    // The effective uid: a set-user-ID program runs as its owner, and that
+                    // is what it can do (the real uid is who started it).
+                    uid: if e.euid == u32::MAX { h.uid } else { e.euid },
                     exe: Box::from(exe.as_str()),
                     file_name: e
                         .real_file_name()

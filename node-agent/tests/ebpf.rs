@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use herdwatch_abi::{
     Event, EventKind, ExecEvent, FileEvent, IdentityEvent, NetEvent, ACCESS_CREATE, ACCESS_READ,
-    ACCESS_WRITE, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, NET_ACCEPT, NET_CONNECT, NET_LISTEN,
-    NET_UDP_SEND,
+    ACCESS_TRUNCATE, ACCESS_WRITE, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, NET_ACCEPT,
+    NET_CONNECT, NET_LISTEN, NET_UDP_SEND,
 };
 use herdwatch_model::policy::{ClusterPolicy, Deny, Exceptions, PolicyRule};
 use herdwatch_model::response::ResponseAction;
@@ -700,7 +700,8 @@ fn file_opens_are_seen_with_access_and_deduplicated() {
         .iter()
         .find(|f| f.access & ACCESS_WRITE != 0)
         .expect("write open");
-    assert_eq!(write.access, ACCESS_WRITE | ACCESS_CREATE);
+    // Python's "w" is O_WRONLY | O_CREAT | O_TRUNC: emptying the file is its own access.
+    assert_eq!(write.access, ACCESS_WRITE | ACCESS_CREATE | ACCESS_TRUNCATE);
     assert_eq!(write.header.pid, pid);
     assert_eq!(write.path_len as usize, path.len());
     let read = opens
@@ -1562,6 +1563,19 @@ fn a_runc_containers_set_up_is_not_its_workload() {
     assert!(
         programs.iter().any(|p| p == "/bin/sh") && programs.iter().any(|p| p == "/bin/cat"),
         "the entrypoint and the exec session's command are seen: {programs:?}"
+    );
+    // runc starting its own init again inside the cgroup (a sealed copy of itself in a
+    // memfd, run as /dev/fd/N or /proc/self/exe) is the runtime, not the workload.
+    let runtime_execs: Vec<String> = execs(&mine)
+        .filter(|e| {
+            e.real_file_name()
+                .is_some_and(|n| n.starts_with(b"memfd:runc") || n == b"runc")
+        })
+        .map(|e| String::from_utf8_lossy(&e.filename[..e.filename_len as usize]).into_owned())
+        .collect();
+    assert!(
+        runtime_execs.is_empty(),
+        "runc's own re-exec was reported as the container's: {runtime_execs:?}"
     );
     let setup = syscall_names(&mine, &RUNTIME_SETUP_SYSCALLS);
     assert!(
