@@ -613,19 +613,20 @@ async fn a_replaced_pod_is_not_touched() {
 /// listed).
 #[tokio::test]
 async fn a_record_naming_another_node_is_rejected_and_nothing_is_done() {
-    let p = paths("shop");
     let mut v = shell("shop");
     v.spec.node = "node-2".into();
+    answer_rejected(v, "NodeMismatch").await;
+}
+
+/// Answers `v`, expecting the reads of its pod and the pod's owner, then the outcome
+/// Rejected with `reason`, and nothing done to the pod.
+async fn answer_rejected(v: BehaviorViolation, reason: &'static str) {
+    let p = paths("shop");
     let mut steps = vec![
         Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
         rs_read("shop"),
     ];
-    steps.push(outcome_step(
-        &p,
-        "web-shell",
-        "Rejected",
-        Some("NodeMismatch"),
-    ));
+    steps.push(outcome_step(&p, "web-shell", "Rejected", Some(reason)));
     steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["total"], 1)));
     answer_alone(steps, v).await;
 }
@@ -635,21 +636,9 @@ async fn a_record_naming_another_node_is_rejected_and_nothing_is_done() {
 /// workload's pod) is rejected.
 #[tokio::test]
 async fn a_record_naming_another_workload_is_rejected_and_nothing_is_done() {
-    let p = paths("shop");
     let mut v = shell("shop");
     v.spec.workload.name = "payments".into();
-    let mut steps = vec![
-        Exchange::get(&p.pod).reply(200, pod("shop", POD_UID)),
-        rs_read("shop"),
-    ];
-    steps.push(outcome_step(
-        &p,
-        "web-shell",
-        "Rejected",
-        Some("WorkloadMismatch"),
-    ));
-    steps.extend(count_steps(&p, "shop", |c| assert_eq!(c["total"], 1)));
-    answer_alone(steps, v).await;
+    answer_rejected(v, "WorkloadMismatch").await;
 }
 
 #[tokio::test]
