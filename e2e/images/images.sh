@@ -90,6 +90,8 @@ build_shop() {
   printf 'apple 12\npear 7\nplum 0\n' >"$root/www/data/stock.txt"
   printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:shop:/home/app:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\napp:x:1000:\n' >"$root/etc/group"
+  # A literal crypt(3) hash: the dollars are not expansions.
+  # shellcheck disable=SC2016
   printf 'root:$6$shop$0000000000000000000000:19000:0:99999:7:::\napp:!:19000::::::\n' >"$root/etc/shadow"
   chmod 0640 "$root/etc/shadow"
   printf 'export PATH=/bin\n' >"$root/etc/profile"
