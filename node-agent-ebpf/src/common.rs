@@ -79,6 +79,15 @@ pub fn current_cgroup_id() -> u64 {
     unsafe { gen::bpf_get_current_cgroup_id() }
 }
 
+/// The name of the file an exec really runs: `bprm->file->f_path.dentry->d_name.name`, a
+/// kernel pointer to its NUL-terminated bytes.
+#[inline(always)]
+pub fn exec_file_name(bprm: usize) -> Result<usize, Error> {
+    let file: usize = kread(bprm, off!(bprm_file))?;
+    let dentry: usize = kread(file, off!(file_dentry))?;
+    kread(dentry, off!(dentry_name))
+}
+
 /// Effective uid and gid of a task (`task->cred->euid/egid`).
 #[inline(always)]
 pub fn effective_ids(task: usize) -> Result<(u32, u32), Error> {

@@ -33,7 +33,8 @@ use herdwatch_abi::{
 };
 
 use crate::common::{
-    current_cgroup_id, effective_ids, kread, off, reserve, submit, write_header, Actor, Error,
+    current_cgroup_id, effective_ids, exec_file_name, kread, off, reserve, submit, write_header,
+    Actor, Error,
 };
 use crate::{identity, setup};
 
@@ -167,13 +168,7 @@ unsafe fn read_filename(bprm: usize, dst: *mut [u8; MAX_PATH]) -> (u32, bool) {
 /// before the tracepoint fires.
 #[inline(always)]
 unsafe fn read_file_name(bprm: usize, dst: *mut [u8; MAX_FILE_NAME]) -> (u32, bool) {
-    let Ok(file) = kread::<usize>(bprm, off!(bprm_file)) else {
-        return (0, false);
-    };
-    let Ok(dentry) = kread::<usize>(file, off!(file_dentry)) else {
-        return (0, false);
-    };
-    let Ok(name) = kread::<usize>(dentry, off!(dentry_name)) else {
+    let Ok(name) = exec_file_name(bprm) else {
         return (0, false);
     };
     let n = gen::bpf_probe_read_kernel_str(dst.cast(), MAX_FILE_NAME as u32, name as *const c_void);

@@ -23,7 +23,7 @@
 
 use aya_ebpf::{macros::map, maps::HashMap};
 
-use crate::common::{current_task, kread, off, Error};
+use crate::common::{current_task, exec_file_name, kread, off, Error};
 
 /// Processes (tgid) whose exec entered their cgroup from outside it. Deleted when the
 /// process ends; a stale entry only makes a later process of that pid judged, never
@@ -92,10 +92,7 @@ pub fn note_exec(task: usize, tgid: u32, cgroup_id: u64) {
 #[inline(always)]
 pub fn is_runtime_reexec(bprm: usize, cgroup_id: u64) -> bool {
     const MEMFD_RUNC: &[u8; 10] = b"memfd:runc";
-    let name = kread::<usize>(bprm, off!(bprm_file))
-        .and_then(|file| kread::<usize>(file, off!(file_dentry)))
-        .and_then(|dentry| kread::<usize>(dentry, off!(dentry_name)))
-        .and_then(|name| kread::<[u8; 10]>(name, 0));
+    let name = exec_file_name(bprm).and_then(|name| kread::<[u8; 10]>(name, 0));
     match name {
         Ok(prefix) if &prefix == MEMFD_RUNC || prefix.starts_with(b"runc\0") => {
             in_runtime_setup(cgroup_id)
