@@ -79,7 +79,12 @@ pub fn step(msg: impl Display) {
 
 /// The repository root (this crate lives in `<root>/e2e`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Cargo sets it for the test process too; the run-time value wins, since a test binary
+    // may be reused from a shared target directory built from another checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("e2e/ has a parent")
         .to_path_buf()

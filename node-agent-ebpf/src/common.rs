@@ -103,10 +103,22 @@ pub struct Actor {
     pub tid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Thread group id of the real parent; 0 when it could not be read.
+    pub ppid: u32,
 }
 
 impl Actor {
-    /// The current task.
+    /// Nobody: an accepted connection whose listener was not seen.
+    pub const UNKNOWN: Actor = Actor {
+        pid: 0,
+        tid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+        ppid: 0,
+    };
+
+    /// The current task. Only for a record about to be sent: the parent costs two kernel
+    /// reads.
     #[inline(always)]
     pub fn current() -> Actor {
         // SAFETY: helpers without arguments.
@@ -121,6 +133,9 @@ impl Actor {
             tid: pid_tgid as u32,
             uid: uid_gid as u32,
             gid: (uid_gid >> 32) as u32,
+            ppid: kread::<usize>(current_task(), off!(task_real_parent))
+                .and_then(|parent| kread::<u32>(parent, off!(task_tgid)))
+                .unwrap_or(0),
         }
     }
 }
@@ -136,7 +151,7 @@ pub fn write_header(header: *mut EventHeader, kind: EventKind, cgroup_id: u64, a
             tid: actor.tid,
             uid: actor.uid,
             gid: actor.gid,
-            _pad: 0,
+            ppid: actor.ppid,
             cgroup_id,
             ktime_ns: gen::bpf_ktime_get_boot_ns(),
         })

@@ -93,7 +93,8 @@ pub fn stash(regs: *const u64, nr: i64) -> Result<(), Error> {
         old_egid,
         args,
     };
-    let tid = Actor::current().tid;
+    // SAFETY: a helper without arguments.
+    let tid = unsafe { aya_ebpf::helpers::gen::bpf_get_current_pid_tgid() } as u32;
     // Only a new entry counts as pending (an old one would have been resolved first).
     if ID_STASH
         .insert(&tid, &stash, u64::from(BPF_NOEXIST))

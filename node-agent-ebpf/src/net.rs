@@ -111,12 +111,7 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), Error> {
             _pad: [0; 3],
         };
         // SAFETY: the value is copied out at once.
-        let actor = unsafe { LISTENERS.get(&key) }.copied().unwrap_or(Actor {
-            pid: 0,
-            tid: 0,
-            uid: u32::MAX,
-            gid: u32::MAX,
-        });
+        let actor = unsafe { LISTENERS.get(&key) }.copied().unwrap_or(Actor::UNKNOWN);
         (cgroup_id, actor)
     } else {
         (current_cgroup_id(), Actor::current())

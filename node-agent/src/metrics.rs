@@ -249,6 +249,7 @@ pub struct Metrics {
     failures: Vec<Mirrored>,
     decode_errors: Mirrored,
     proc_vanished: Mirrored,
+    inherited: Mirrored,
     cgroup_walks: Mirrored,
     evictions: Mirrored,
     exec_sessions: Mirrored,
@@ -304,6 +305,11 @@ impl Metrics {
                 &r,
                 "herdwatch_agent_proc_vanished_total",
                 "Processes that exited while the agent read them from /proc.",
+            )?,
+            inherited: counter(
+                &r,
+                "herdwatch_agent_processes_inherited_total",
+                "Processes gone before /proc could be read, recorded as forks of their parent.",
             )?,
             cgroup_walks: counter(
                 &r,
@@ -366,6 +372,7 @@ impl Metrics {
         }
         self.proc_vanished
             .set_total(stats.proc_vanished + stats.cgroups.vanished);
+        self.inherited.set_total(stats.inherited);
         self.cgroup_walks.set_total(stats.cgroups.walks);
         self.evictions.set_total(stats.table.evicted);
         self.exec_sessions.set_total(stats.table.exec_sessions);

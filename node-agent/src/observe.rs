@@ -709,7 +709,7 @@ mod tests {
             tid: 4243,
             uid: 1000,
             gid: 1000,
-            _pad: 0,
+            ppid: 0,
             cgroup_id: 77,
             ktime_ns: 5,
         }

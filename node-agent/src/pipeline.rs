@@ -77,6 +77,8 @@ pub struct PipelineStats {
     pub proc_vanished: u64,
     /// /proc entries that could not be read for another reason.
     pub proc_unreadable: u64,
+    /// Processes gone before /proc could be read, recorded as forks of their parent.
+    pub inherited: u64,
     pub cgroups: ResolverStats,
     pub table: TableStats,
     /// Process table entries.
@@ -288,6 +290,47 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
         }
     }
 
+    /// Records a process that was gone before /proc could be read as a fork of its parent
+    /// (the header names it): a child that never exec'd runs its parent's program with its
+    /// arguments, and that is how it is judged. A web server's per-connection child serves
+    /// a request and exits within a millisecond; without this, everything it did (the
+    /// syscalls of the first request, an attacker's forked helper) would be neither
+    /// learned nor judged, while the kernel remembers it as reported. False when the
+    /// parent is unknown too.
+    fn inherit_from_parent(
+        &mut self,
+        h: &herdwatch_abi::EventHeader,
+        kind: Option<&CgroupKind>,
+        now: Instant,
+    ) -> bool {
+        let ppid = h.ppid;
+        if ppid == 0 || ppid == h.pid {
+            return false;
+        }
+        if self.procs.get(ppid).is_none() && !self.look_up(ppid, now) {
+            return false;
+        }
+        let Some(parent) = self.procs.peek(ppid) else {
+            return false;
+        };
+        let child = NewProcess {
+            pid: h.pid,
+            ppid,
+            // Unknown: the fork's own start time was never read.
+            start_time_ns: 0,
+            uid: h.uid,
+            exe: parent.exe.clone(),
+            file_name: parent.file_name.clone(),
+            argv: parent.argv.clone(),
+            cgroup_id: h.cgroup_id,
+            container: kind.and_then(CgroupKind::container).map(|c| c.id.clone()),
+        };
+        self.gone.remove(&h.pid);
+        self.procs.insert_forked(child);
+        self.stats.inherited += 1;
+        true
+    }
+
     /// Resolves a cgroup the cache and the walk do not know yet (created since the last
     /// walk, which the rate limit keeps from running again) through the event's process:
     /// its /proc entry names its cgroup. Ids that this cannot resolve are not tried again
@@ -365,7 +408,10 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
             // An accepted connection whose listener is unknown carries no process (pid 0).
             _ if pid == 0 => {}
             _ => {
-                if self.procs.get(pid).is_none() && !self.look_up(pid, now) {
+                if self.procs.get(pid).is_none()
+                    && !self.look_up(pid, now)
+                    && !self.inherit_from_parent(&h, kind, now)
+                {
                     self.fail(FailureReason::ProcessGone);
                 }
                 if let Event::Identity(e) = event {
@@ -729,6 +775,45 @@ mod tests {
         assert_eq!(p.stats().proc_vanished, 1);
         drop(p);
         assert_eq!(proc.reads, 1, "/proc is read once for a gone pid");
+    }
+
+    #[test]
+    fn a_fork_gone_before_it_was_read_is_judged_as_its_parent() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        proc.procs.insert(
+            1234,
+            snapshot(
+                1234,
+                1000,
+                "/bin/httpd",
+                &format!("/kubepods/besteffort/pod{UID}/{WEB}"),
+            ),
+        );
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        // pid 1300: the per-connection child, already exited; its parent is alive.
+        let mut event = synth::syscall(1300, WEB_CG, 40);
+        event.header_mut().ppid = 1234;
+        let a = p.process(&event, now);
+        let child = a.process.expect("the child is recorded from its parent");
+        assert_eq!(
+            (child.pid, child.ppid, &*child.exe, child.cgroup_id),
+            (1300, 1234, "/bin/httpd", WEB_CG)
+        );
+        assert_eq!(child.origin, crate::proctable::Origin::Fork);
+        assert_eq!(child.container.as_deref(), Some(WEB));
+        // Its next events find it at once; its exit makes it a tombstone.
+        let mut file = synth::file(1300, WEB_CG, b"/etc/localtime", ACCESS_READ);
+        file.header_mut().ppid = 1234;
+        assert!(p.process(&file, now).process.is_some());
+        assert_eq!(failures(&p, FailureReason::ProcessGone), 0);
+        assert_eq!(p.stats().inherited, 1);
+
+        // A child whose parent is gone too is still a failure, counted.
+        let mut orphan = synth::syscall(1400, WEB_CG, 40);
+        orphan.header_mut().ppid = 1399;
+        assert!(p.process(&orphan, now).process.is_none());
+        assert_eq!(failures(&p, FailureReason::ProcessGone), 1);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum Origin {
     Exec,
     /// /proc: at start, or looked up for a pid the events named.
     Proc,
+    /// A fork gone before /proc could be read, taken as a copy of its parent.
+    Fork,
 }
 
 /// A process the table knows.
@@ -233,6 +235,11 @@ impl ProcessTable {
     /// Records a process found in /proc.
     pub fn insert_found(&mut self, new: NewProcess) -> &Process {
         self.insert(new, Origin::Proc)
+    }
+
+    /// Records a forked child known only from its parent.
+    pub fn insert_forked(&mut self, new: NewProcess) -> &Process {
+        self.insert(new, Origin::Fork)
     }
 
     /// Fills the table from a /proc snapshot taken at start. Parents are recorded before

@@ -22,7 +22,7 @@ pub fn header(kind: EventKind, pid: u32, uid: u32, cgroup_id: u64) -> EventHeade
         tid: pid,
         uid,
         gid: uid,
-        _pad: 0,
+        ppid: 0,
         cgroup_id,
         ktime_ns: 0,
     }

@@ -738,6 +738,37 @@ fn file_opens_are_seen_with_access_and_deduplicated() {
     assert_eq!(exit_code, 1 << 8, "exit status 1, as wait(2) encodes it");
 }
 
+/// A child that forks and never execs can be gone before user space reads /proc: the
+/// header names its parent, whose program it runs.
+#[test]
+fn events_of_a_fork_name_its_parent() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("fork");
+    let path = format!("/tmp/herdwatch-test-{}-fork", std::process::id());
+    fs::write(&path, "x\n").expect("writing the test file");
+    // The subshell is a fork of sh; it opens the file itself and exits.
+    let (shell, _) = cgroup.run("/bin/sh", &["-c", r#"( read x < "$1" ); true"#, "sh", &path]);
+    h.wait_for(&cgroup, "the subshell's open of the file", |events| {
+        files(events).any(|f| f.path() == path.as_bytes())
+    });
+    let _ = fs::remove_file(&path);
+    let mine = cgroup.events(&h.events);
+    let open = files(&mine)
+        .find(|f| f.path() == path.as_bytes())
+        .expect("the open");
+    assert_ne!(open.header.pid, shell, "the subshell is its own process");
+    assert_eq!(
+        open.header.ppid, shell,
+        "the subshell's events name the shell as its parent: {}",
+        describe(&mine)
+    );
+    // The shell's own exec names the test as its parent too.
+    let exec = execs(&mine)
+        .find(|e| e.header.pid == shell)
+        .expect("the shell's exec");
+    assert_eq!(exec.header.ppid, exec.ppid, "header and exec record agree");
+}
+
 #[test]
 fn setuid_is_seen_with_old_and_new_ids() {
     let mut h = Harness::new();

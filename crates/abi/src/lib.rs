@@ -103,7 +103,11 @@ pub struct EventHeader {
     /// Real uid and gid of the task when the event fired.
     pub uid: u32,
     pub gid: u32,
-    pub _pad: u32,
+    /// Thread group id of the task's real parent when the event fired (0 when unknown, or
+    /// for an accepted connection, whose header is its listener's). A child that forked
+    /// and never exec'd can be gone before user space looks it up; it runs its parent's
+    /// program, so this is how its events keep a process.
+    pub ppid: u32,
     /// `bpf_get_current_cgroup_id()`: the inode of the task's cgroup v2 directory.
     pub cgroup_id: u64,
     /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, suspend included.

@@ -40,6 +40,17 @@ impl Event {
         }
     }
 
+    pub fn header_mut(&mut self) -> &mut EventHeader {
+        match self {
+            Event::Exec(e) => &mut e.header,
+            Event::Exit(e) => &mut e.header,
+            Event::Syscall(e) => &mut e.header,
+            Event::Net(e) => &mut e.header,
+            Event::File(e) => &mut e.header,
+            Event::Identity(e) => &mut e.header,
+        }
+    }
+
     pub fn kind(&self) -> EventKind {
         match self {
             Event::Exec(_) => EventKind::Exec,
