@@ -147,6 +147,12 @@ pub struct Args {
     /// learning.stableFor of the profiles the operator creates.
     #[arg(long, env = "HERDWATCH_DEFAULT_STABLE_FOR", default_value = "4h", value_parser = learning_duration)]
     pub default_stable_for: String,
+
+    /// How late an agent's report of what it saw may arrive (a few of the agents'
+    /// --publish-interval). For this long after a profile is promoted, entries first seen
+    /// before the promotion are still learned.
+    #[arg(long, env = "HERDWATCH_REPORT_DELAY", default_value = "30s", value_parser = duration)]
+    pub report_delay: Duration,
 }
 
 impl Args {
@@ -193,6 +199,7 @@ impl Args {
             },
             observation_retention: self.observation_retention,
             orphan_profile_retention: self.orphan_profile_retention,
+            report_delay: self.report_delay,
             defaults: ProfileDefaults {
                 mode: self.default_mode.into(),
                 min_duration: self.default_min_duration.clone(),
@@ -226,6 +233,8 @@ pub struct Settings {
     pub observation_retention: Duration,
     /// Created profiles are deleted this long after their workload disappeared.
     pub orphan_profile_retention: Duration,
+    /// How late an agent's report may arrive; see `--report-delay`.
+    pub report_delay: Duration,
     /// Settings of created profiles.
     pub defaults: ProfileDefaults,
 }
@@ -239,6 +248,7 @@ impl Default for Settings {
             retention: Retention::default(),
             observation_retention: Duration::from_secs(168 * 3600),
             orphan_profile_retention: Duration::from_secs(168 * 3600),
+            report_delay: herdwatch_model::profile::DEFAULT_REPORT_DELAY,
             defaults: ProfileDefaults {
                 mode: Mode::Monitor,
                 min_duration: "24h".into(),

@@ -270,7 +270,11 @@ async fn sync(
     let mut merged = profile.to_model(now)?;
     let mut added = 0usize;
     for (_, o) in &observed {
-        added += merged.merge_observation(o, now).report.added.len();
+        added += merged
+            .merge_observation_within(o, now, ctx.settings.report_delay)
+            .report
+            .added
+            .len();
     }
     let learning = model::LearningSpec::try_from(&spec.learning)?;
     let eval = model::evaluate(spec.mode.into(), &learning, &merged.learning, now);

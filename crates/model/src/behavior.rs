@@ -632,6 +632,15 @@ impl Limits {
         files: 1024,
     };
 
+    /// Nothing may be added.
+    pub const NONE: Limits = Limits {
+        processes: 0,
+        syscalls: 0,
+        egress: 0,
+        listen: 0,
+        files: 0,
+    };
+
     /// The limit of one category.
     pub fn of(&self, category: Category) -> usize {
         match category {
@@ -919,6 +928,26 @@ impl BehaviorSet {
             Category::Egress => self.egress.len(),
             Category::Listen => self.listen.len(),
             Category::Files => self.files.len(),
+        }
+    }
+
+    /// The entries first seen at or before `t` (a hand-written entry, never seen, is not).
+    pub fn seen_by(&self, t: Timestamp) -> BehaviorSet {
+        fn keep<R: Rule + Clone>(rules: &Rules<R>, t: Timestamp) -> Rules<R> {
+            Rules::from_entries(
+                rules
+                    .entries()
+                    .iter()
+                    .filter(|e| e.seen.first_seen.is_some_and(|f| f <= t))
+                    .cloned(),
+            )
+        }
+        BehaviorSet {
+            processes: keep(&self.processes, t),
+            syscalls: keep(&self.syscalls, t),
+            egress: keep(&self.egress, t),
+            listen: keep(&self.listen, t),
+            files: keep(&self.files, t),
         }
     }
 

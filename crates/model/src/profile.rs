@@ -38,6 +38,9 @@ pub const MAX_LISTED_PER_REVISION: usize = 32;
 pub const MAX_IMAGES: usize = 8;
 /// Rules listed per image section (more are counted).
 pub const MAX_LISTED_PER_IMAGE: usize = 64;
+/// How late an agent's report of what it saw may reach the operator by default: a few of
+/// the agent's publish intervals (10 s).
+pub const DEFAULT_REPORT_DELAY: Duration = Duration::from_secs(30);
 /// Additions this close together, for the same digest, share a revision.
 pub const REVISION_COALESCE: Duration = Duration::from_secs(600);
 /// Estimated object size above which the profile reports `TooLarge` and trims history. The
@@ -135,22 +138,35 @@ impl Profile {
         }
     }
 
+    /// [`Profile::merge_observation_within`] with [`DEFAULT_REPORT_DELAY`].
+    pub fn merge_observation(&mut self, obs: &Observation, now: Timestamp) -> MergeOutcome {
+        self.merge_observation_within(obs, now, DEFAULT_REPORT_DELAY)
+    }
+
     /// Merges one agent's observation. While Learning, new rules are added (within the
     /// limits); once promoted, only the times and replicas of known rules are refreshed,
     /// since anything new is a violation, not something to learn. Idempotent.
-    pub fn merge_observation(&mut self, obs: &Observation, now: Timestamp) -> MergeOutcome {
+    ///
+    /// Agents report what they saw up to `report_delay` late, so for that long after the
+    /// promotion, entries first seen before it are still learned: they are the learning
+    /// window's behaviour that was on its way. Without this, a pod that did something in
+    /// the last seconds of learning is never judged for it (its agent saw it while
+    /// learning) while every later pod is flagged for it.
+    pub fn merge_observation_within(
+        &mut self,
+        obs: &Observation,
+        now: Timestamp,
+        report_delay: Duration,
+    ) -> MergeOutcome {
         let learning = self.learning.phase == Phase::Learning;
-        let limits = if learning {
-            self.limits
-        } else {
-            Limits {
-                processes: 0,
-                syscalls: 0,
-                egress: 0,
-                listen: 0,
-                files: 0,
+        if !learning {
+            if let Some(promoted) = self.learning.promoted_at {
+                if now < promoted + report_delay {
+                    return self.merge_late(obs, promoted, now);
+                }
             }
-        };
+        }
+        let limits = if learning { self.limits } else { Limits::NONE };
         let mut report = self.behavior.merge(&obs.behavior, &limits);
         if !learning {
             report.dropped = Default::default();
@@ -173,6 +189,30 @@ impl Profile {
             }
         }
 
+        let new_image = self.note_image(obs, &report.added);
+        let revision = (!report.added.is_empty()).then(|| {
+            self.add_revision(
+                Some(&obs.image_digest),
+                report.added.clone(),
+                Changes::default(),
+                now,
+            )
+        });
+        self.trim_to_budget();
+        MergeOutcome {
+            report,
+            new_image,
+            revision,
+        }
+    }
+
+    /// Learns the entries of `obs` first seen by `promoted`, then refreshes the rest.
+    fn merge_late(&mut self, obs: &Observation, promoted: Timestamp, now: Timestamp) -> MergeOutcome {
+        let early = obs.behavior.seen_by(promoted);
+        let mut report = self.behavior.merge(&early, &self.limits);
+        report.dropped = Default::default();
+        let rest = self.behavior.merge(&obs.behavior, &Limits::NONE);
+        report.refreshed += rest.refreshed;
         let new_image = self.note_image(obs, &report.added);
         let revision = (!report.added.is_empty()).then(|| {
             self.add_revision(
@@ -519,6 +559,43 @@ mod tests {
             Some(Timestamp(900))
         );
         assert_eq!(p.learning.entries_dropped, 0);
+    }
+
+    #[test]
+    fn what_learning_saw_is_learned_if_it_arrives_just_after_the_promotion() {
+        let mut p = Profile::new(Timestamp(0));
+        p.merge_observation(
+            &observed("n", "sha256:v1", &["p1"], &["/app/server"], 100),
+            Timestamp(100),
+        );
+        p.learning.phase = Phase::Enforcing;
+        p.learning.promoted_at = Some(Timestamp(1000));
+        let delay = Duration::from_secs(30);
+
+        // Seen at 995 by a pod still learning, reported at 1010: learned.
+        let on_its_way = observed("n", "sha256:v1", &["p1"], &["/app/server", "/app/cgi"], 995);
+        let out = p.merge_observation_within(&on_its_way, Timestamp(1010), delay);
+        assert_eq!(out.report.added.processes.len(), 1, "{out:?}");
+        assert!(
+            p.behavior
+                .processes
+                .entries()
+                .iter()
+                .any(|e| e.rule.exe == "/app/cgi"),
+            "the CGI is learned"
+        );
+        assert!(out.revision.is_some(), "the addition is a revision");
+
+        // Seen after the promotion: a violation, not something to learn, however soon.
+        let after = observed("n", "sha256:v1", &["p1"], &["/bin/sh"], 1001);
+        let out = p.merge_observation_within(&after, Timestamp(1005), delay);
+        assert!(out.report.added.is_empty(), "{out:?}");
+
+        // Seen before the promotion but reported after the delay: too late.
+        let stale = observed("n", "sha256:v1", &["p1"], &["/app/old"], 990);
+        let out = p.merge_observation_within(&stale, Timestamp(1031), delay);
+        assert!(out.report.added.is_empty(), "{out:?}");
+        assert_eq!(p.behavior.processes.len(), 2);
     }
 
     #[test]
