@@ -52,28 +52,8 @@ pub const DEFAULT_SENSITIVE_PATHS: &[&str] = &[
 /// against what precedes it (above `/` it stays at `/`), no trailing slash. `None` for a
 /// relative path, which cannot be resolved without the process's working directory.
 pub fn normalize(path: &str) -> Option<String> {
-    if !path.starts_with('/') {
-        return None;
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for component in path.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let mut out = String::with_capacity(path.len());
-    for p in &parts {
-        out.push('/');
-        out.push_str(p);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    Some(out)
+    path.starts_with('/')
+        .then(|| crate::pattern::normalize_path(path).into_owned())
 }
 
 /// Whether a path component looks generated: a number (a pid under `/proc`, a file

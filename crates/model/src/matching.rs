@@ -16,7 +16,7 @@ use crate::behavior::{Access, BehaviorSet, Category, EgressRule};
 use crate::event::{Event, EventKind, Process};
 use crate::files::{FilesIndex, SensitivePaths};
 use crate::net::Protocol;
-use crate::pattern::{glob_match, is_glob, ArgvPattern};
+use crate::pattern::{is_glob, normalize_path, path_glob_match, ArgvPattern};
 use crate::policy::applet_pattern;
 
 /// Which rule an event broke.
@@ -125,7 +125,7 @@ impl ProfileIndex {
                 idx.exe_globs.push((e.rule.exe.clone(), m));
             } else {
                 idx.exe_exact
-                    .entry(e.rule.exe.as_str().into())
+                    .entry(normalize_path(&e.rule.exe).into())
                     .or_default()
                     .push(m);
             }
@@ -170,7 +170,17 @@ impl ProfileIndex {
     /// allows the change, whatever its argument pattern (learning gives the entry of a uid
     /// change the pattern of the program that made it, so that it allows no other applet of
     /// a multi-call binary to start as that uid).
+    ///
+    /// `exe` is judged as the kernel resolved it ([`normalize_path`]: `/usr/../tmp/x` is
+    /// `/tmp/x`), and executable globs match by [`path_glob_match`] (`*` stops at `/`). A
+    /// relative `exe` cannot be judged by path, so no entry allows it: under a profile it is a
+    /// violation.
     pub fn allows_process(&self, exe: &str, uid: u32, argv: Option<&[String]>) -> bool {
+        if !exe.starts_with('/') {
+            return false;
+        }
+        let exe = normalize_path(exe);
+        let exe = &*exe;
         if let Some(ms) = self.exe_exact.get(exe) {
             if ms.iter().any(|m| m.allows(uid, argv)) {
                 return true;
@@ -178,7 +188,7 @@ impl ProfileIndex {
         }
         self.exe_globs
             .iter()
-            .any(|(g, m)| glob_match(g, exe) && m.allows(uid, argv))
+            .any(|(g, m)| path_glob_match(g, exe) && m.allows(uid, argv))
     }
 
     /// Whether the profile allows `access` to `path` ([`FilesIndex::allows`]): the path as
@@ -415,6 +425,57 @@ mod tests {
             Verdict::Allowed => Ok(()),
             Verdict::Violation(v) => Err(v.subject),
         }
+    }
+
+    /// An index of `/opt/app/*` and `/usr/bin/env`, for any user and arguments.
+    fn app_glob() -> ProfileIndex {
+        let mut s = BehaviorSet::new();
+        s.processes = Rules::from_entries(["/opt/app/*", "/usr/bin/env"].map(|exe| {
+            Entry::manual(ProcessRule {
+                exe: exe.into(),
+                argv: None,
+                uid: None,
+            })
+        }));
+        ProfileIndex::build(&s)
+    }
+
+    #[test]
+    fn executables_are_judged_as_the_kernel_resolved_their_path() {
+        let idx = app_glob();
+        assert_eq!(verdict(&idx, "/opt/app/run", "run", 0), Ok(()));
+        assert_eq!(verdict(&idx, "/opt/app/./run", "run", 0), Ok(()));
+        assert_eq!(verdict(&idx, "//usr/bin/env", "env", 0), Ok(()));
+        assert_eq!(
+            verdict(&idx, "/opt/app/../../tmp/x", "x", 0),
+            Err("/opt/app/../../tmp/x as uid 0".into()),
+            "`..` leaves the glob's directory"
+        );
+        assert_eq!(
+            verdict(&idx, "/opt/app/a/b", "b", 0),
+            Err("/opt/app/a/b as uid 0".into()),
+            "`*` stops at `/`"
+        );
+        assert_eq!(
+            verdict(&idx, "/usr/../tmp/x", "x", 0),
+            Err("/usr/../tmp/x as uid 0".into())
+        );
+    }
+
+    #[test]
+    fn a_relative_executable_is_never_allowed_by_a_profile() {
+        // Learned as it was reported; no entry can vouch for a path relative to a directory
+        // the event does not name.
+        let idx = learned_from(&[("./run", "run", 0), ("/opt/app/run", "run", 0)], &[]);
+        assert_eq!(verdict(&idx, "/opt/app/run", "run", 0), Ok(()));
+        assert_eq!(
+            verdict(&idx, "./run", "run", 0),
+            Err("./run as uid 0".into())
+        );
+        assert_eq!(
+            verdict(&app_glob(), "run", "run", 0),
+            Err("run as uid 0".into())
+        );
     }
 
     #[test]

@@ -1,9 +1,16 @@
 //! The glob syntax of process rules.
 //!
 //! An executable path may be a glob, and an argument list is a [`ArgvPattern`]: a list of
-//! globs, one per argument. Within one glob `*` matches any run of characters (including
-//! none, and including `/`) and `?` exactly one character; every other character matches
-//! itself. A token that is exactly `**` matches any number of whole arguments, including
+//! globs, one per argument. Within one argument glob `*` matches any run of characters
+//! (including none, and including `/`) and `?` exactly one character; every other character
+//! matches itself.
+//!
+//! An executable path glob ([`path_glob_match`]) is judged against the path as the kernel
+//! resolved it ([`normalize_path`]), and there `*` and `?` stop at `/`: `*` matches any run of
+//! characters within one component, `?` one character other than `/`, and `**` any run of
+//! characters across components (`/opt/app/*` matches `/opt/app/run` but neither
+//! `/opt/app/a/b` nor `/opt/app/../../tmp/x`; `/opt/app/**` matches both of the first two).
+//! Before, `*` crossed `/` in executable paths too: a glob that relied on it now says `**`. A token that is exactly `**` matches any number of whole arguments, including
 //! none. So `["python3", "-m", "*"]` allows `python3 -m http.server` but not
 //! `python3 -c 'code'`, and `["nginx", "**"]` allows nginx with any arguments.
 //!
@@ -11,6 +18,7 @@
 //! `sh` (see [`crate::policy::applet_pattern`]), with arguments turned into tokens by
 //! [`literal_token`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +50,104 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
+/// `path` as the kernel resolved it, lexically: `//` collapsed, `.` components dropped, `..`
+/// removing the component before it (and staying at `/` above the root), no trailing `/`.
+/// Links are not followed (the kernel reports the path a program was started by). A relative
+/// path (not starting with `/`) comes back unchanged: it cannot be judged by path, and each
+/// caller decides what it means (see [`crate::ProfileIndex::allows_process`] and
+/// [`crate::policy::Deny::Drift`]). Borrows when `path` is already normal.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    if !path.starts_with('/') || is_normal_path(path) {
+        return Cow::Borrowed(path);
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Cow::Borrowed("/");
+    }
+    let mut out = String::with_capacity(path.len());
+    for c in parts {
+        out.push('/');
+        out.push_str(c);
+    }
+    Cow::Owned(out)
+}
+
+fn is_normal_path(path: &str) -> bool {
+    path == "/"
+        || path
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Whether the executable path glob `pattern` matches all of `path` (see the module docs:
+/// `*` and `?` stop at `/`, `**` crosses it). Takes the path as given: normalise it first.
+///
+/// Dynamic programming over the pattern's elements × the path's bytes with one row, so the
+/// work is at most their product whatever either holds.
+pub fn path_glob_match(pattern: &str, path: &str) -> bool {
+    if !is_glob(pattern) {
+        return pattern == path;
+    }
+    let p = pattern.as_bytes();
+    let t = path.as_bytes();
+    // row[j]: the pattern read so far matches exactly `t[..j]`.
+    let mut row = vec![false; t.len() + 1];
+    row[0] = true;
+    let mut i = 0;
+    while i < p.len() {
+        let mut alive = false;
+        match p[i] {
+            b'*' if p.get(i + 1) == Some(&b'*') => {
+                // `**`, or a longer run of stars: any run of bytes.
+                while p.get(i + 1) == Some(&b'*') {
+                    i += 1;
+                }
+                let mut seen = false;
+                for cell in row.iter_mut() {
+                    seen |= *cell;
+                    *cell = seen;
+                }
+                alive = seen;
+            }
+            b'*' => {
+                for j in 0..row.len() {
+                    if !row[j] && j > 0 && row[j - 1] && t[j - 1] != b'/' {
+                        row[j] = true;
+                    }
+                    alive |= row[j];
+                }
+            }
+            c => {
+                for j in (1..row.len()).rev() {
+                    let byte_ok = if c == b'?' {
+                        t[j - 1] != b'/'
+                    } else {
+                        t[j - 1] == c
+                    };
+                    row[j] = row[j - 1] && byte_ok;
+                    alive |= row[j];
+                }
+                row[0] = false;
+            }
+        }
+        if !alive {
+            return false;
+        }
+        i += 1;
+    }
+    row[t.len()]
+}
+
 /// Whether `s` contains glob syntax, i.e. is not matched only by itself.
 pub fn is_glob(s: &str) -> bool {
     s.contains(['*', '?'])
@@ -52,6 +158,10 @@ pub const ANY_ARGUMENTS: &str = "**";
 
 /// Most tokens an argument pattern may have: the CRD schema's `maxItems` for `argv`.
 pub const MAX_TOKENS: usize = 64;
+
+/// Most `**` tokens an argument pattern may have: a CEL rule on `argv` in the CRD. Matching
+/// stays linear without it; the cap keeps patterns readable and their cost small.
+pub const MAX_ANY_ARGUMENTS: usize = 8;
 
 /// Longest token, in bytes: the CRD schema's `maxLength` for an `argv` item (which counts
 /// characters, never more than bytes).
@@ -141,6 +251,7 @@ impl fmt::Display for ArgvPattern {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use super::*;
 
     #[test]
@@ -156,6 +267,89 @@ mod tests {
         assert!(!glob_match("a*b*c", "axxbyy"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn paths_are_normalised_as_the_kernel_resolves_them() {
+        assert_eq!(normalize_path("//dev/shm/x"), "/dev/shm/x");
+        assert_eq!(normalize_path("/usr/../tmp/x"), "/tmp/x");
+        assert_eq!(normalize_path("/opt/app/../../tmp/x"), "/tmp/x");
+        assert_eq!(normalize_path("/../../x"), "/x");
+        assert_eq!(normalize_path("/./usr/bin/./env/"), "/usr/bin/env");
+        assert_eq!(normalize_path("/.."), "/");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(
+            normalize_path("./x/../y"),
+            "./x/../y",
+            "relative: left to the caller"
+        );
+        assert!(matches!(normalize_path("/usr/bin/env"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn path_globs_stop_at_slash() {
+        assert!(path_glob_match("/opt/app/*", "/opt/app/run"));
+        assert!(!path_glob_match("/opt/app/*", "/opt/app/a/b"));
+        assert!(!path_glob_match(
+            "/opt/app/*",
+            &normalize_path("/opt/app/../../tmp/x")
+        ));
+        assert!(path_glob_match("/opt/app/**", "/opt/app/a/b"));
+        assert!(path_glob_match("/usr/bin/python3*", "/usr/bin/python3.12"));
+        assert!(path_glob_match("/usr/*/python?", "/usr/bin/python3"));
+        assert!(!path_glob_match("/usr/bin?python3", "/usr/bin/python3"));
+        assert!(path_glob_match("/usr/bin/env", "/usr/bin/env"));
+        assert!(!path_glob_match("*", "/x"));
+        assert!(path_glob_match("**", "/x"));
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![Just("/"), Just("."), Just(".."), Just("a"), Just("b")],
+            0..12,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_is_idempotent_and_leaves_no_dot_components(p in path()) {
+            let abs = format!("/{p}");
+            let n = normalize_path(&abs).into_owned();
+            prop_assert_eq!(normalize_path(&n), n.as_str());
+            prop_assert!(n.starts_with('/'));
+            let slashed = format!("{n}/");
+            prop_assert!(!slashed.contains("//") || n == "/");
+            prop_assert!(!slashed.contains("/./") && !slashed.contains("/../"), "{}", n);
+            if !p.starts_with('/') {
+                prop_assert_eq!(normalize_path(&p), p.as_str(), "relative paths stay as they are");
+            }
+        }
+
+        #[test]
+        fn a_single_star_never_crosses_slash(
+            prefix in "[ab/]{0,4}",
+            middle in "[ab/]{0,4}",
+            suffix in "[ab/]{0,4}",
+        ) {
+            let pattern = format!("{prefix}*{suffix}");
+            let text = format!("{prefix}{middle}{suffix}");
+            let matched = path_glob_match(&pattern, &text);
+            prop_assert_eq!(matched, glob_match_no_star_crossing(&pattern, &text));
+            if !middle.contains('/') {
+                prop_assert!(matched, "{} matches {}", pattern, text);
+            }
+        }
+    }
+
+    /// The same question answered by brute force: some split of `text` puts a `/`-free run at
+    /// the `*` of `pattern` (one `*`, no `?`).
+    fn glob_match_no_star_crossing(pattern: &str, text: &str) -> bool {
+        let (pre, suf) = pattern.split_once('*').unwrap();
+        text.len() >= pre.len() + suf.len()
+            && text.starts_with(pre)
+            && text.ends_with(suf)
+            && !text[pre.len()..text.len() - suf.len()].contains('/')
     }
 
     #[test]
@@ -238,7 +432,6 @@ mod tests {
 
     mod properties {
         use super::*;
-        use proptest::prelude::*;
 
         fn token() -> impl Strategy<Value = String> {
             prop_oneof![

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::event::{basename, Event, EventKind, Process};
 use crate::matching::{RuleRef, Violation};
 use crate::net::Cidr;
-use crate::pattern::{glob_match, literal_token, ArgvPattern, ANY_ARGUMENTS, MAX_TOKENS};
+use crate::pattern::{
+    literal_token, normalize_path, path_glob_match, ArgvPattern, ANY_ARGUMENTS, MAX_TOKENS,
+};
 use crate::response::ResponseAction;
 use crate::selector::LabelSelector;
 
@@ -37,9 +39,11 @@ pub enum Deny {
     /// Starting any of these programs: a basename (`wget`) matches the executable's or
     /// `argv[0]`'s basename, or the applet a multi-call binary runs as (see [`applet`]), so
     /// that `busybox wget` counts as `wget`; a name with a `/` is a glob over the executable
-    /// path.
+    /// path as the kernel resolved it (see [`path_glob_match`]: `*` stops at `/`), which a
+    /// relative executable path never matches (its basename still does).
     Binaries(Vec<String>),
-    /// Starting an executable that is not in the image's layers.
+    /// Starting an executable that is not in the image's layers. A relative executable path
+    /// cannot be shown to be in the image, so it counts as drift.
     Drift,
     /// Running as uid 0: starting a program as root, or changing to uid 0.
     Root,
@@ -68,7 +72,9 @@ impl Deny {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Exceptions {
-    /// Executable paths (globs allowed) whose events the rule ignores.
+    /// Executable paths (globs allowed, see [`path_glob_match`]) whose events the rule
+    /// ignores, matched against the path as the kernel resolved it; a relative executable path
+    /// is never excepted.
     #[serde(default)]
     pub executables: Vec<String>,
     /// Container names the rule ignores.
@@ -79,7 +85,10 @@ pub struct Exceptions {
 impl Exceptions {
     fn covers(&self, container: &str, process: &Process<'_>) -> bool {
         self.containers.iter().any(|c| c == container)
-            || self.executables.iter().any(|g| glob_match(g, process.exe))
+            || (process.exe.starts_with('/') && {
+                let exe = normalize_path(process.exe);
+                self.executables.iter().any(|g| path_glob_match(g, &exe))
+            })
     }
 }
 
@@ -238,7 +247,7 @@ fn is_binary(p: &Process<'_>, names: &[String]) -> bool {
     let applet = applet(p);
     names.iter().any(|n| {
         if n.contains('/') {
-            glob_match(n, p.exe)
+            p.exe.starts_with('/') && path_glob_match(n, &normalize_path(p.exe))
         } else {
             let n = Some(n.as_str());
             Some(exe) == n || argv0 == n || applet == n
@@ -264,7 +273,11 @@ impl PolicyRule {
             (Deny::Binaries(names), EventKind::Exec) if is_binary(p, names) => {
                 Some(p.exe.to_owned())
             }
-            (Deny::Drift, EventKind::Exec) if p.in_image == Some(false) => Some(p.exe.to_owned()),
+            (Deny::Drift, EventKind::Exec)
+                if p.in_image == Some(false) || !p.exe.starts_with('/') =>
+            {
+                Some(p.exe.to_owned())
+            }
             (Deny::Root, EventKind::Exec) if p.uid == 0 => Some(format!("{} as uid 0", p.exe)),
             (Deny::Root, EventKind::SetUid { uid: 0 }) => Some(format!("{} as uid 0", p.exe)),
             (Deny::ExecSessions, EventKind::Exec) if p.exec_session => Some(p.exe.to_owned()),
@@ -471,6 +484,61 @@ mod tests {
         let mut out = Vec::new();
         pol.check("app", &Event::exec(p(exe, &argv, 1000)), &mut out);
         out.iter().map(|v| v.violation.subject.clone()).collect()
+    }
+
+    #[test]
+    fn path_rules_judge_the_path_as_the_kernel_resolved_it() {
+        assert_eq!(
+            binaries_check(&["/dev/shm/*"], "//dev/shm/x", "x"),
+            ["//dev/shm/x"]
+        );
+        assert_eq!(
+            binaries_check(&["/tmp/*"], "/usr/../tmp/x", "x"),
+            ["/usr/../tmp/x"]
+        );
+        assert!(
+            binaries_check(&["/opt/tools/*"], "/opt/tools/sub/x", "x").is_empty(),
+            "`*` stops at `/`"
+        );
+        assert_eq!(
+            binaries_check(&["/opt/tools/**"], "/opt/tools/sub/x", "x"),
+            ["/opt/tools/sub/x"]
+        );
+        // An exception for `/usr/*` does not cover what `..` takes out of /usr.
+        let a = args("x");
+        let root = |exe| {
+            let mut out = Vec::new();
+            let mut pol = policy();
+            pol.rules[3].exceptions.executables = vec!["/usr/*".into()];
+            pol.check("app", &Event::exec(p(exe, &a, 0)), &mut out);
+            out.iter()
+                .map(|v| v.violation.subject.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(root("/usr/x").is_empty());
+        assert_eq!(root("/usr/../tmp/x"), ["/usr/../tmp/x as uid 0"]);
+    }
+
+    #[test]
+    fn a_relative_executable_is_drift_and_still_judged_by_name() {
+        let a = args("x");
+        // Reported as in the image, but a relative path cannot be shown to be.
+        assert_eq!(
+            check(&Event::exec(p("./x", &a, 1000)), "app"),
+            ["policy/baseline/no-drift=./x"]
+        );
+        let curl = args("curl");
+        assert_eq!(
+            check(&Event::exec(p("bin/curl", &curl, 1000)), "app"),
+            [
+                "policy/baseline/no-fetchers=bin/curl",
+                "policy/baseline/no-drift=bin/curl"
+            ]
+        );
+        assert!(
+            binaries_check(&["/opt/tools/*"], "tools/x", "x").is_empty(),
+            "a relative path matches no path glob"
+        );
     }
 
     #[test]
