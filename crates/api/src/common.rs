@@ -94,7 +94,8 @@ pub struct Seen {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessEntry {
-    /// Absolute path of the executable; `*` and `?` are globs.
+    /// Absolute path of the executable, matched against the path as the kernel resolved it
+    /// (`/usr/../tmp/x` is `/tmp/x`); `*` and `?` are globs that stop at `/`, `**` crosses it.
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("exe must be an absolute path such as /usr/sbin/nginx"))]
     #[schemars(length(min = 1, max = 4096))]
     pub exe: String,

@@ -30,7 +30,8 @@ pub enum DenyKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleExceptions {
-    /// Executable paths (globs allowed) the rule ignores.
+    /// Executable paths the rule ignores: globs in which `*` stops at `/` and `**` crosses it,
+    /// matched against the path as the kernel resolved it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub executables: Vec<String>,
@@ -58,7 +59,8 @@ pub struct PolicyRule {
     pub deny: DenyKind,
     /// For deny Binaries: program names (`wget`, matched against the executable's name,
     /// `argv[0]`'s, and the applet busybox or toybox is asked to run, so that `busybox wget`
-    /// counts as `wget`) or absolute path globs (`/opt/tools/*`, matched against the executable).
+    /// counts as `wget`) or absolute path globs (`/opt/tools/*`, matched against the executable
+    /// as the kernel resolved it; `*` stops at `/`, `/opt/tools/**` also covers subdirectories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 4096)))]
     pub binaries: Option<Vec<String>>,
