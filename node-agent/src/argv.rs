@@ -110,6 +110,7 @@ pub fn split_nul_block(block: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{any, prop_assert, prop_assert_eq, Just};
 
     #[test]
     fn clean_utf8_is_borrowed_unchanged() {
@@ -174,6 +175,51 @@ mod tests {
         assert_eq!(argv.display(), "sh -c 'echo it'\\''s' ''…");
         let argv = Argv::from_nul_block(b"ls\0-l\0", false);
         assert_eq!(argv.display(), "ls -l");
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a process puts in its arguments, and whatever length the event
+        /// claims, decoding neither panics nor grows without bound: at most one argument per
+        /// byte, each byte escaped to at most four.
+        #[test]
+        fn any_block_decodes_within_bounds(
+            block in proptest::collection::vec(
+                proptest::prop_oneof![Just(0u8), Just(b'a'), Just(b'\n'), Just(0xc3u8), any::<u8>()],
+                0..600,
+            ),
+            claimed_len in any::<u32>(),
+            truncated in any::<bool>(),
+        ) {
+            let argv = Argv::from_nul_block(&block, truncated);
+            prop_assert!(argv.args.len() <= block.len());
+            let text: usize = argv.args.iter().map(|a| a.len()).sum();
+            prop_assert!(text <= 4 * block.len());
+            prop_assert!(argv.iter().all(|a| !a.chars().any(char::is_control)));
+            prop_assert_eq!(argv.truncated, truncated);
+
+            let mut ev = herdwatch_abi::ExecEvent {
+                header: herdwatch_abi::EventHeader::default(),
+                ppid: 0,
+                euid: 0,
+                egid: 0,
+                flags: 0,
+                filename_len: claimed_len,
+                argv_len: claimed_len,
+                start_time_ns: 0,
+                filename: [0; herdwatch_abi::MAX_PATH],
+                argv: [0; herdwatch_abi::MAX_ARGV],
+                file_name_len: 0,
+                _pad: 0,
+                file_name: [0; herdwatch_abi::MAX_FILE_NAME],
+            };
+            let n = block.len().min(herdwatch_abi::MAX_ARGV);
+            ev.argv[..n].copy_from_slice(&block[..n]);
+            let from_event = Argv::from_parts(ev.argv(), ev.argv_truncated());
+            prop_assert!(from_event.args.len() <= herdwatch_abi::MAX_ARGV);
+            if (claimed_len as usize) >= n {
+                prop_assert_eq!(from_event.args, Argv::from_nul_block(&ev.argv[..(claimed_len as usize).min(herdwatch_abi::MAX_ARGV)], false).args);
+            }
+        }
     }
 
     #[test]

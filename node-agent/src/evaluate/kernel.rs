@@ -46,7 +46,7 @@ use herdwatch_abi::{
     Enforcement, ExeHashes, ExeKey, ExeVerdict, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXE_ALLOWED,
     EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL,
 };
-use herdwatch_model::pattern::{glob_match, is_glob};
+use herdwatch_model::pattern::{is_glob, path_glob_match};
 use herdwatch_model::policy::{ClusterPolicy, Deny, MULTI_CALL, SHELLS};
 use herdwatch_model::BehaviorSet;
 use tracing::{info, warn};
@@ -237,7 +237,7 @@ pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut Ex
             if name.contains('/') {
                 // A path, compared as a pattern by the evaluator: exact unless it has
                 // pattern characters.
-                if is_glob(name) || exceptions.iter().any(|g| glob_match(g, name)) {
+                if is_glob(name) || exceptions.iter().any(|g| path_glob_match(g, name)) {
                     continue;
                 }
                 rules.deny_paths.insert(name.as_bytes().to_vec());
