@@ -111,7 +111,9 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), Error> {
             _pad: [0; 3],
         };
         // SAFETY: the value is copied out at once.
-        let actor = unsafe { LISTENERS.get(&key) }.copied().unwrap_or(Actor::UNKNOWN);
+        let actor = unsafe { LISTENERS.get(&key) }
+            .copied()
+            .unwrap_or(Actor::UNKNOWN);
         (cgroup_id, actor)
     } else {
         (current_cgroup_id(), Actor::current())

@@ -26,10 +26,10 @@ use core::ffi::c_void;
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
     argv_names, exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
-    ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    EXEC_FILE_NAME_TRUNCATED, EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET,
-    EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME,
-    MAX_PATH,
+    CWD_COMPONENT, CWD_DEPTH, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXEC_ARGV_TRUNCATED,
+    EXEC_CWD_ROOT, EXEC_FILENAME_TRUNCATED, EXEC_FILE_NAME_TRUNCATED, EXEC_KILLED_IN_KERNEL,
+    EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH,
+    EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
 };
 
 use crate::common::{
@@ -142,6 +142,51 @@ fn denied_by_argv(exec: &ExecEvent, exe_name: u32, key: &mut ExeKey) -> bool {
 fn kill_current() -> bool {
     // SAFETY: a helper that signals the current task.
     unsafe { gen::bpf_send_signal(SIGKILL) == 0 }
+}
+
+/// The current working directory into `dst`, innermost component first (see
+/// [`ExecEvent::cwd`]): its number of components, or `None` when it cannot be told whole
+/// (deeper than [`CWD_DEPTH`], a component of [`CWD_COMPONENT`] bytes or more, another
+/// mount than the root's, a failed read).
+#[inline(always)]
+unsafe fn read_working_directory(
+    task: usize,
+    dst: *mut [[u8; CWD_COMPONENT]; CWD_DEPTH],
+) -> Option<u32> {
+    let fs: usize = kread(task, off!(task_fs)).ok()?;
+    let pwd_mnt: usize = kread(fs, off!(fs_pwd_mnt)).ok()?;
+    let root_mnt: usize = kread(fs, off!(fs_root_mnt)).ok()?;
+    let root: usize = kread(fs, off!(fs_root_dentry)).ok()?;
+    // A directory on another mount (a volume) is not a path below the root's mount
+    // alone; that is left to /proc.
+    if pwd_mnt != root_mnt {
+        return None;
+    }
+    let mut dentry: usize = kread(fs, off!(fs_pwd_dentry)).ok()?;
+    let mut depth = 0u32;
+    while depth < CWD_DEPTH as u32 {
+        if dentry == root {
+            return Some(depth);
+        }
+        let parent: usize = kread(dentry, off!(dentry_parent)).ok()?;
+        if parent == dentry {
+            // The top of a mount that is not the process's root (a chroot elsewhere).
+            return None;
+        }
+        let name: usize = kread(dentry, off!(dentry_name)).ok()?;
+        let slot = dst.cast::<[u8; CWD_COMPONENT]>().add(depth as usize);
+        let n = gen::bpf_probe_read_kernel_str(
+            slot.cast(),
+            CWD_COMPONENT as u32,
+            name as *const c_void,
+        );
+        if n <= 1 || n as usize >= CWD_COMPONENT {
+            return None;
+        }
+        dentry = parent;
+        depth += 1;
+    }
+    (dentry == root).then_some(depth)
 }
 
 /// The path of the exec (`bprm->filename`) into `dst`; its length without the NUL, and
@@ -291,7 +336,20 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
             flags |= EXEC_FILE_NAME_TRUNCATED;
         }
         addr_of_mut!((*event).file_name_len).write(file_name_len);
-        addr_of_mut!((*event)._pad).write(0);
+        let relative = (*event).filename_len > 0 && (*event).filename[0] != b'/';
+        let cwd_depth = if relative {
+            match read_working_directory(task, addr_of_mut!((*event).cwd)) {
+                Some(0) => {
+                    flags |= EXEC_CWD_ROOT;
+                    0
+                }
+                Some(depth) => depth,
+                None => 0,
+            }
+        } else {
+            0
+        };
+        addr_of_mut!((*event).cwd_depth).write(cwd_depth);
         if judged && must_die(&*event, flags, cgroup_id, enforcement) && kill_current() {
             flags |= EXEC_KILLED_IN_KERNEL;
         }

@@ -198,19 +198,10 @@ mod tests {
             prop_assert_eq!(argv.truncated, truncated);
 
             let mut ev = herdwatch_abi::ExecEvent {
-                header: herdwatch_abi::EventHeader::default(),
-                ppid: 0,
-                euid: 0,
-                egid: 0,
                 flags: 0,
                 filename_len: claimed_len,
                 argv_len: claimed_len,
-                start_time_ns: 0,
-                filename: [0; herdwatch_abi::MAX_PATH],
-                argv: [0; herdwatch_abi::MAX_ARGV],
-                file_name_len: 0,
-                _pad: 0,
-                file_name: [0; herdwatch_abi::MAX_FILE_NAME],
+                ..empty_exec()
             };
             let n = block.len().min(herdwatch_abi::MAX_ARGV);
             ev.argv[..n].copy_from_slice(&block[..n]);
@@ -222,22 +213,20 @@ mod tests {
         }
     }
 
+    fn empty_exec() -> herdwatch_abi::ExecEvent {
+        match crate::synth::exec(0, 0, 0, 0, 0, b"", b"") {
+            herdwatch_abi::Event::Exec(e) => e,
+            _ => unreachable!("synth::exec makes an exec"),
+        }
+    }
+
     #[test]
     fn argv_from_the_abi_event_matches_the_block_decoder() {
         let mut ev = herdwatch_abi::ExecEvent {
-            header: herdwatch_abi::EventHeader::default(),
-            ppid: 0,
-            euid: 0,
-            egid: 0,
             flags: herdwatch_abi::EXEC_ARGV_TRUNCATED,
             filename_len: 0,
             argv_len: 0,
-            start_time_ns: 0,
-            filename: [0; herdwatch_abi::MAX_PATH],
-            argv: [0; herdwatch_abi::MAX_ARGV],
-            file_name_len: 0,
-            _pad: 0,
-            file_name: [0; herdwatch_abi::MAX_FILE_NAME],
+            ..empty_exec()
         };
         let block = b"curl\0-s\0http://x\xff\0";
         ev.argv[..block.len()].copy_from_slice(block);

@@ -961,8 +961,9 @@ mod tests {
             filename: [0; MAX_PATH],
             argv: [0; MAX_ARGV],
             file_name_len: 0,
-            _pad: 0,
+            cwd_depth: 0,
             file_name: [0; MAX_FILE_NAME],
+            cwd: [[0; CWD_COMPONENT]; CWD_DEPTH],
         });
         assert!(
             text(&exec, true).ends_with("curl -s http://x/\\xff…"),

@@ -230,8 +230,9 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
     /// and a relative one (a CGI script run as `lookup` from its directory) is resolved
     /// against the process's working directory inside its root, read at once (the new
     /// program has not had time to move). When that cannot be read it stays relative, and
-    /// is never learned.
-    fn absolute_exe(&mut self, pid: u32, cgroup_id: u64, exe: &str) -> String {
+    /// is never learned. The kernel's own reading of the directory (`cwd`, from the exec
+    /// event) comes first: it was taken at the exec, and /proc may be too late.
+    fn absolute_exe(&mut self, pid: u32, cgroup_id: u64, exe: &str, cwd: Option<&str>) -> String {
         if exe.starts_with('/') {
             // `//dev/shm/x` and `/usr/../tmp/x` are `/dev/shm/x` and `/tmp/x` to the kernel,
             // and so to every check after this one (drift, allow lists, policies).
@@ -239,9 +240,9 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
         }
         const MAX_RELATIVE_EXECS: usize = 4096;
         let key = (cgroup_id, Box::<str>::from(exe));
-        let resolved = self
-            .proc_source
-            .cwd_in_root(pid)
+        let resolved = cwd
+            .map(str::to_owned)
+            .or_else(|| self.proc_source.cwd_in_root(pid))
             .and_then(|cwd| herdwatch_model::files::normalize(&format!("{cwd}/{exe}")));
         match resolved {
             Some(path) => {
@@ -387,7 +388,8 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
                 }
                 self.gone.remove(&pid);
                 let exe = escape_bytes(e.filename());
-                let exe = self.absolute_exe(pid, cgroup_id, &exe);
+                let cwd = e.working_directory().map(|d| escape_bytes(&d).into_owned());
+                let exe = self.absolute_exe(pid, cgroup_id, &exe, cwd.as_deref());
                 self.procs.exec(NewProcess {
                     pid,
                     ppid: e.ppid,
@@ -632,6 +634,27 @@ mod tests {
         // given, so that it is never learned and never matches an absolute entry.
         let exec = synth::exec(1001, SHIM, 0, WEB_CG, 7, b"lookup", b"lookup\0");
         assert_eq!(&*p.process(&exec, now).process.unwrap().exe, "lookup");
+
+        // The kernel read the directory at the exec: that wins, /proc or not.
+        let mut exec = synth::exec(1002, SHIM, 0, WEB_CG, 7, b"../cgi-bin/status", b"status\0");
+        if let Event::Exec(e) = &mut exec {
+            e.cwd[0][..4].copy_from_slice(b"www\0");
+            e.cwd_depth = 1;
+        }
+        assert_eq!(
+            &*p.process(&exec, now).process.unwrap().exe,
+            "/cgi-bin/status"
+        );
+        let mut exec = synth::exec(1003, SHIM, 0, WEB_CG, 7, b"status", b"status\0");
+        if let Event::Exec(e) = &mut exec {
+            e.cwd[0][..8].copy_from_slice(b"cgi-bin\0");
+            e.cwd[1][..4].copy_from_slice(b"www\0");
+            e.cwd_depth = 2;
+        }
+        assert_eq!(
+            &*p.process(&exec, now).process.unwrap().exe,
+            "/www/cgi-bin/status"
+        );
     }
 
     #[test]

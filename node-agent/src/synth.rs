@@ -6,8 +6,8 @@ use std::io;
 
 use herdwatch_abi::{
     Event, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, IdentityEvent, NetEvent,
-    SyscallEvent, AF_INET, EXEC_ARGV_TRUNCATED, EXEC_FILE_NAME_TRUNCATED, MAX_ARGV, MAX_FILE_NAME,
-    MAX_PATH,
+    SyscallEvent, AF_INET, CWD_COMPONENT, CWD_DEPTH, EXEC_ARGV_TRUNCATED, EXEC_FILE_NAME_TRUNCATED,
+    MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
 };
 
 use crate::cgroup::{CgroupSource, WalkStats};
@@ -56,8 +56,9 @@ pub fn exec(
         filename: [0; MAX_PATH],
         argv: [0; MAX_ARGV],
         file_name_len: 0,
-        _pad: 0,
+        cwd_depth: 0,
         file_name: [0; MAX_FILE_NAME],
+        cwd: [[0; CWD_COMPONENT]; CWD_DEPTH],
     };
     e.filename_len = copy_into(&mut e.filename, filename).0;
     let (len, cut) = copy_into(&mut e.argv, argv);

@@ -738,6 +738,45 @@ fn file_opens_are_seen_with_access_and_deduplicated() {
     assert_eq!(exit_code, 1 << 8, "exit status 1, as wait(2) encodes it");
 }
 
+/// An exec of a relative path carries the directory it was resolved against, read by the
+/// kernel at the exec (a CGI is gone before /proc can be read); a directory on another
+/// mount than the root's is left unresolved rather than guessed.
+#[test]
+fn a_relative_exec_carries_its_working_directory() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("relexec");
+    cgroup.run("/bin/sh", &["-c", "cd /usr/bin && ./env true"]);
+    cgroup.run("/bin/sh", &["-c", "cd /proc && ../usr/bin/env true"]);
+    cgroup.run("/bin/sh", &["-c", "cd / && usr/bin/env true"]);
+    h.wait_for(&cgroup, "the three relative execs", |events| {
+        execs(events)
+            .filter(|e| !e.filename().starts_with(b"/"))
+            .count()
+            >= 3
+    });
+    let mine = cgroup.events(&h.events);
+    let dir_of = |name: &[u8]| {
+        execs(&mine)
+            .find(|e| e.filename() == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no exec of {:?}: {}",
+                    String::from_utf8_lossy(name),
+                    describe(&mine)
+                )
+            })
+            .working_directory()
+    };
+    assert_eq!(dir_of(b"./env").as_deref(), Some(&b"/usr/bin"[..]));
+    assert_eq!(dir_of(b"../usr/bin/env"), None, "/proc is another mount");
+    assert_eq!(dir_of(b"usr/bin/env").as_deref(), Some(&b"/"[..]));
+    // An absolute exec reads no directory.
+    let sh = execs(&mine)
+        .find(|e| e.filename() == b"/bin/sh")
+        .expect("the shell's exec");
+    assert_eq!(sh.working_directory(), None);
+}
+
 /// A child that forks and never execs can be gone before user space reads /proc: the
 /// header names its parent, whose program it runs.
 #[test]
@@ -747,7 +786,10 @@ fn events_of_a_fork_name_its_parent() {
     let path = format!("/tmp/herdwatch-test-{}-fork", std::process::id());
     fs::write(&path, "x\n").expect("writing the test file");
     // The subshell is a fork of sh; it opens the file itself and exits.
-    let (shell, _) = cgroup.run("/bin/sh", &["-c", r#"( read x < "$1" ); true"#, "sh", &path]);
+    let (shell, _) = cgroup.run(
+        "/bin/sh",
+        &["-c", r#"( read x < "$1" ); true"#, "sh", &path],
+    );
     h.wait_for(&cgroup, "the subshell's open of the file", |events| {
         files(events).any(|f| f.path() == path.as_bytes())
     });
@@ -758,7 +800,8 @@ fn events_of_a_fork_name_its_parent() {
         .expect("the open");
     assert_ne!(open.header.pid, shell, "the subshell is its own process");
     assert_eq!(
-        open.header.ppid, shell,
+        open.header.ppid,
+        shell,
         "the subshell's events name the shell as its parent: {}",
         describe(&mine)
     );

@@ -17,6 +17,12 @@ pub const MAX_ARGV: usize = 512;
 /// included. A dentry name can be 255 bytes; the names this is compared with (busybox,
 /// toybox) are short, so longer names are cut (and flagged [`EXEC_FILE_NAME_TRUNCATED`]).
 pub const MAX_FILE_NAME: usize = 32;
+/// Components of the working directory an exec of a relative path reads
+/// ([`ExecEvent::cwd`]); a deeper directory is not resolved.
+pub const CWD_DEPTH: usize = 16;
+/// Bytes of one such component, NUL included; a longer name leaves the directory
+/// unresolved.
+pub const CWD_COMPONENT: usize = 32;
 /// Syscall numbers covered by the per-cgroup first-sighting bitmap (x86_64 tops out near 470).
 pub const SYSCALL_BITMAP_WORDS: usize = 8;
 pub const MAX_SYSCALL_NR: u32 = (SYSCALL_BITMAP_WORDS * 64) as u32;
@@ -121,6 +127,8 @@ pub const EXEC_FILENAME_TRUNCATED: u32 = 2;
 pub const EXEC_KILLED_IN_KERNEL: u32 = 4;
 /// The name in [`ExecEvent::file_name`] did not fit in [`MAX_FILE_NAME`].
 pub const EXEC_FILE_NAME_TRUNCATED: u32 = 8;
+/// A relative path was exec'd from the process's root directory itself (`cwd_depth` 0).
+pub const EXEC_CWD_ROOT: u32 = 16;
 
 /// A successful execve/execveat (`sched_process_exec`).
 #[repr(C)]
@@ -147,12 +155,20 @@ pub struct ExecEvent {
     pub argv: [u8; MAX_ARGV],
     /// Valid bytes in `file_name` (without the NUL); 0 when it could not be read.
     pub file_name_len: u32,
-    pub _pad: u32,
+    /// Components in `cwd`, or 0 when the working directory was not resolved (the path was
+    /// absolute, or the directory is deeper than [`CWD_DEPTH`], has a longer component,
+    /// or is not on the mount of the process's root).
+    pub cwd_depth: u32,
     /// The last component of the file the kernel really runs
     /// (`bprm->file->f_path.dentry->d_name`): links resolved, so an exec of `/bin/sh` that
     /// links to busybox says `busybox`, as does busybox's re-exec through `/proc/self/exe`;
     /// for a script, its interpreter. `filename` keeps the path the exec was asked for.
     pub file_name: [u8; MAX_FILE_NAME],
+    /// For an exec of a relative path: the working directory it was resolved against, as
+    /// the kernel holds it (`fs->pwd`), walked up to the process's root, innermost
+    /// component first, each NUL-terminated. A CGI server runs `status` from its
+    /// directory and the script is done within a millisecond: too soon for /proc.
+    pub cwd: [[u8; CWD_COMPONENT]; CWD_DEPTH],
 }
 
 impl ExecEvent {
@@ -292,8 +308,10 @@ pub struct IdentityEvent {
 const _: () = assert!(size_of::<EventHeader>() == 40);
 const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 24);
 const _: () = assert!(offset_of!(EventHeader, ktime_ns) == 32);
-const _: () =
-    assert!(size_of::<ExecEvent>() == 40 + 24 + 8 + MAX_PATH + MAX_ARGV + 8 + MAX_FILE_NAME);
+const _: () = assert!(
+    size_of::<ExecEvent>()
+        == 40 + 24 + 8 + MAX_PATH + MAX_ARGV + 8 + MAX_FILE_NAME + CWD_DEPTH * CWD_COMPONENT
+);
 const _: () = assert!(offset_of!(ExecEvent, start_time_ns) == 64);
 const _: () = assert!(offset_of!(ExecEvent, filename) == 72);
 const _: () = assert!(offset_of!(ExecEvent, argv) == 72 + MAX_PATH);
@@ -364,8 +382,17 @@ pub struct KernelOffsets {
     pub task_cgroups: u32,
     pub css_set_dfl_cgrp: u32,
     pub kernfs_node_parent: u32,
+    /// A process's working directory and root (`task_struct.fs`, `fs_struct.pwd` and
+    /// `.root` as mount and dentry), and a dentry's parent: the walk of a relative
+    /// exec's directory.
+    pub task_fs: u32,
+    pub fs_pwd_mnt: u32,
+    pub fs_pwd_dentry: u32,
+    pub fs_root_mnt: u32,
+    pub fs_root_dentry: u32,
+    pub dentry_parent: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 33 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 39 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]

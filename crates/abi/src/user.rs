@@ -2,6 +2,9 @@
 
 use super::*;
 
+extern crate std;
+use std::vec::Vec;
+
 // SAFETY: every type here is `#[repr(C)]`, made only of integers and integer arrays, with
 // explicit padding fields (checked by the size asserts in lib.rs), so any bit pattern is a
 // valid value and there are no uninitialised bytes.
@@ -175,5 +178,27 @@ impl ExecEvent {
 impl FileEvent {
     pub fn path(&self) -> &[u8] {
         &self.path[..(self.path_len as usize).min(MAX_PATH)]
+    }
+}
+
+impl crate::ExecEvent {
+    /// The working directory of an exec of a relative path, as an absolute path inside the
+    /// process's root (see [`ExecEvent::cwd`](crate::ExecEvent::cwd)); `None` when it was not resolved.
+    pub fn working_directory(&self) -> Option<Vec<u8>> {
+        let depth = self.cwd_depth as usize;
+        if depth == 0 || depth > CWD_DEPTH {
+            // 0 is also "resolved to the root itself"; see `EXEC_CWD_ROOT`.
+            return (self.flags & EXEC_CWD_ROOT != 0).then(|| b"/".to_vec());
+        }
+        let mut path = Vec::new();
+        for component in self.cwd[..depth].iter().rev() {
+            let len = component.iter().position(|&b| b == 0)?;
+            if len == 0 {
+                return None;
+            }
+            path.push(b'/');
+            path.extend_from_slice(&component[..len]);
+        }
+        Some(path)
     }
 }

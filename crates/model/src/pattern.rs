@@ -251,8 +251,8 @@ impl fmt::Display for ArgvPattern {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn glob_basics() {

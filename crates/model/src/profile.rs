@@ -207,7 +207,12 @@ impl Profile {
     }
 
     /// Learns the entries of `obs` first seen by `promoted`, then refreshes the rest.
-    fn merge_late(&mut self, obs: &Observation, promoted: Timestamp, now: Timestamp) -> MergeOutcome {
+    fn merge_late(
+        &mut self,
+        obs: &Observation,
+        promoted: Timestamp,
+        now: Timestamp,
+    ) -> MergeOutcome {
         let early = obs.behavior.seen_by(promoted);
         let mut report = self.behavior.merge(&early, &self.limits);
         report.dropped = Default::default();

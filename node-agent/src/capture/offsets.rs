@@ -51,5 +51,11 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         css_set_dfl_cgrp: o("css_set", &["dfl_cgrp"], PTR)?,
         kernfs_node_parent: o("kernfs_node", &["__parent"], PTR)
             .or_else(|_| o("kernfs_node", &["parent"], PTR))?,
+        task_fs: o("task_struct", &["fs"], PTR)?,
+        fs_pwd_mnt: o("fs_struct", &["pwd", "mnt"], PTR)?,
+        fs_pwd_dentry: o("fs_struct", &["pwd", "dentry"], PTR)?,
+        fs_root_mnt: o("fs_struct", &["root", "mnt"], PTR)?,
+        fs_root_dentry: o("fs_struct", &["root", "dentry"], PTR)?,
+        dentry_parent: o("dentry", &["d_parent"], PTR)?,
     })
 }
