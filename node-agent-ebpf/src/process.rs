@@ -95,7 +95,11 @@ fn must_die(exec: &ExecEvent, flags: u32, cgroup_id: u64, enforcement: Enforceme
             return true;
         }
     }
-    enforcement.flags & ENFORCE_ALLOW_LIST != 0 && by_path & EXE_ALLOWED == 0
+    // An allow list holds absolute paths: a relative exec (a CGI run from its directory) is
+    // left to user space, which resolves it against the working directory before judging.
+    enforcement.flags & ENFORCE_ALLOW_LIST != 0
+        && by_path & EXE_ALLOWED == 0
+        && exec.filename[0] == b'/'
 }
 
 /// Whether the arguments of `exec` name a denied program, as the agent's policy matcher

@@ -1123,6 +1123,20 @@ fn an_exec_outside_the_allow_list_dies_before_it_runs() {
     h.wait_for(&cgroup, "the exec of true, not flagged", |events| {
         execs(events).any(|e| e.filename() == truth.as_bytes() && !e.killed_in_kernel())
     });
+
+    // The allowed program run by a relative path from its directory is not killed in the
+    // kernel: the path is the agent's to resolve (against the directory the event carries).
+    let (dir, name) = truth.rsplit_once('/').expect("an absolute path");
+    let relative = format!("./{name}");
+    let status = cgroup
+        .command(&relative, &[])
+        .current_dir(if dir.is_empty() { "/" } else { dir })
+        .status()
+        .expect("running true by a relative path");
+    assert!(status.success(), "{relative} from {dir} is left to user space: {status}");
+    h.wait_for(&cgroup, "the relative exec of true, not flagged", |events| {
+        execs(events).any(|e| e.filename() == relative.as_bytes() && !e.killed_in_kernel())
+    });
     assert_eq!(enforcer.stats().write_errors, 0);
 }
 
