@@ -1133,10 +1133,17 @@ fn an_exec_outside_the_allow_list_dies_before_it_runs() {
         .current_dir(if dir.is_empty() { "/" } else { dir })
         .status()
         .expect("running true by a relative path");
-    assert!(status.success(), "{relative} from {dir} is left to user space: {status}");
-    h.wait_for(&cgroup, "the relative exec of true, not flagged", |events| {
-        execs(events).any(|e| e.filename() == relative.as_bytes() && !e.killed_in_kernel())
-    });
+    assert!(
+        status.success(),
+        "{relative} from {dir} is left to user space: {status}"
+    );
+    h.wait_for(
+        &cgroup,
+        "the relative exec of true, not flagged",
+        |events| {
+            execs(events).any(|e| e.filename() == relative.as_bytes() && !e.killed_in_kernel())
+        },
+    );
     assert_eq!(enforcer.stats().write_errors, 0);
 }
 
