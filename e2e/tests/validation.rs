@@ -4,7 +4,7 @@
 use herdwatch_api::common::{FileAccess, FileEntry, Mode, ProcessEntry, ResponseAction};
 use herdwatch_api::policy::DenyKind;
 use herdwatch_api::{BehaviorProfile, ClusterBehaviorPolicy};
-use herdwatch_e2e::fixtures::{deny_wget_policy, web_profile};
+use herdwatch_e2e::fixtures::{deny_wget_policy, deny_wget_policy_killing, web_profile};
 use herdwatch_e2e::{step, with_temp_ns, Env};
 use kube::api::PostParams;
 use kube::Api;
@@ -87,6 +87,15 @@ async fn invalid_profile_is_refused_with_the_cel_message() {
         let msg = refused(&policies, &no_binaries, "deny Binaries without binaries").await;
         assert!(
             msg.contains("deny Binaries needs a non-empty binaries list"),
+            "the message says what to add: {msg}"
+        );
+
+        // A policy that kills processes in every namespace.
+        let mut everywhere = deny_wget_policy_killing(&ns, ResponseAction::Tag);
+        everywhere.spec.namespace_selector = None;
+        let msg = refused(&policies, &everywhere, "killProcess without a namespaceSelector").await;
+        assert!(
+            msg.contains("a rule with killProcess needs a non-empty namespaceSelector"),
             "the message says what to add: {msg}"
         );
     })

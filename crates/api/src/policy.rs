@@ -99,8 +99,11 @@ pub struct PolicyRule {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.rules.exists(r, has(r.killProcess) && r.killProcess) || (has(self.namespaceSelector) && ((has(self.namespaceSelector.matchLabels) && size(self.namespaceSelector.matchLabels) > 0) || (has(self.namespaceSelector.matchExpressions) && size(self.namespaceSelector.matchExpressions) > 0)))").message("a rule with killProcess needs a non-empty namespaceSelector: name the namespaces whose processes may be killed, such as matchLabels {team: payments}"))]
 pub struct ClusterBehaviorPolicySpec {
-    /// Namespaces whose pods the policy applies to; absent or empty: all namespaces.
+    /// Namespaces whose pods the policy applies to; absent or empty: all namespaces. A
+    /// policy with a `killProcess` rule must name them (non-empty), so that no policy kills
+    /// processes cluster-wide by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Pods within those namespaces; absent or empty: all pods.

@@ -10,6 +10,7 @@ use herdwatch_api::profile::TargetKind;
 use herdwatch_api::{
     BehaviorObservation, BehaviorProfile, BehaviorViolation, ClusterBehaviorPolicy,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::cel::{self, compile_schema, CompiledSchema};
 use kube::CustomResourceExt;
@@ -332,6 +333,18 @@ fn invalid_policies_are_refused_with_what_to_change() {
     let mut p = examples::policy();
     p.spec.rules.clear();
     assert_refused(&p, "rules needs at least one rule");
+    // Process kills never reach every namespace by default.
+    let kills = "a rule with killProcess needs a non-empty namespaceSelector";
+    let mut p = examples::policy();
+    assert!(p.spec.rules.iter().any(|r| r.kill_process));
+    p.spec.namespace_selector = None;
+    assert_refused(&p, kills);
+    p.spec.namespace_selector = Some(LabelSelector::default());
+    assert_refused(&p, kills);
+    for r in &mut p.spec.rules {
+        r.kill_process = false;
+    }
+    cel::validate_cel(&p).expect("without process kills, every namespace may be selected");
 }
 
 #[test]
