@@ -72,8 +72,18 @@ fn main() -> Result<()> {
 
     // Kept across builds (and shared by every profile of the outer build) so a warm build
     // takes a second: under the outer target dir when there is one, else in OUT_DIR.
+    // One directory per checkout: the eBPF object's file name is the same for every
+    // checkout, so two of them sharing one directory (a working tree and CI's clone) would
+    // each take the other's object for up to date.
+    let checkout = {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in ebpf_dir.as_os_str().as_encoded_bytes() {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    };
     let target_dir = match env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("ebpf"),
+        Some(dir) => PathBuf::from(dir).join("ebpf").join(checkout),
         None => out_dir.join("ebpf-target"),
     };
 

@@ -130,6 +130,7 @@ pub fn web_profile(
             response: ResponseConfig {
                 action,
                 kill_process: false,
+                kill_container_init: false,
                 dry_run: false,
                 allow_unowned: false,
                 limits: ResponseLimits {

@@ -26,10 +26,10 @@ use core::ffi::c_void;
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
     argv_names, exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
-    CWD_COMPONENT, CWD_DEPTH, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXEC_ARGV_TRUNCATED,
-    EXEC_CWD_ROOT, EXEC_FILENAME_TRUNCATED, EXEC_FILE_NAME_TRUNCATED, EXEC_KILLED_IN_KERNEL,
-    EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH,
-    EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
+    CWD_COMPONENT, CWD_DEPTH, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, ENFORCE_SPARE_INIT,
+    EXEC_ARGV_TRUNCATED, EXEC_CWD_ROOT, EXEC_FILENAME_TRUNCATED, EXEC_FILE_NAME_TRUNCATED,
+    EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0,
+    EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
 };
 
 use crate::common::{
@@ -58,6 +58,26 @@ static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let _ = try_exec(&ctx);
     0
+}
+
+/// Whether `task` must live although its exec is to die: it is its pid namespace's init
+/// (a container's PID 1) and the rules behind the lists did not ask for that. Read only
+/// when a kill is decided. When the namespace cannot be read, it is taken for an init.
+#[inline(always)]
+fn spared_as_init(task: usize, enforcement: Enforcement) -> bool {
+    if enforcement.flags & ENFORCE_SPARE_INIT == 0 {
+        return false;
+    }
+    let nr = kread::<usize>(task, off!(task_thread_pid)).and_then(|pid| {
+        let level = kread::<u32>(pid, off!(pid_level))?;
+        // Bounded for the verifier; a pid namespace is at most 32 deep.
+        let level = (level & 63) as usize;
+        kread::<i32>(
+            pid,
+            off!(pid_numbers) + level * off!(upid_size) + off!(upid_nr),
+        )
+    });
+    nr.map_or(true, |nr| nr == 1)
 }
 
 /// The verdict bits of one key, 0 when it has none.
@@ -279,7 +299,9 @@ fn enforce_unrecorded(task: usize, bprm: usize, cgroup_id: u64, enforcement: Enf
     // SAFETY: this CPU's scratch value; the program does not nest on one CPU.
     let flags = unsafe { read_program(task, bprm, scratch) };
     // SAFETY: as above; fully written by `read_program` where `must_die` reads it.
-    if must_die(unsafe { &*scratch }, flags, cgroup_id, enforcement) {
+    if must_die(unsafe { &*scratch }, flags, cgroup_id, enforcement)
+        && !spared_as_init(task, enforcement)
+    {
         kill_current();
     }
 }
@@ -354,7 +376,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
             0
         };
         addr_of_mut!((*event).cwd_depth).write(cwd_depth);
-        if judged && must_die(&*event, flags, cgroup_id, enforcement) && kill_current() {
+        if judged
+            && must_die(&*event, flags, cgroup_id, enforcement)
+            && !spared_as_init(task, enforcement)
+            && kill_current()
+        {
             flags |= EXEC_KILLED_IN_KERNEL;
         }
         addr_of_mut!((*event).flags).write(flags);

@@ -248,6 +248,7 @@ impl Engine {
             process: (pid, start),
             ancestry: ancestors(pipeline.processes(), pid),
             killed_in_kernel,
+            container_init: pipeline.processes().container_init(&container_id) == Some(pid),
         };
         self.responder.respond(&findings, &ctx, now);
     }
@@ -364,6 +365,7 @@ impl Engine {
             process: (d.pid, d.start_time_ns),
             ancestry: ancestors(table, d.pid),
             killed_in_kernel: d.killed_in_kernel,
+            container_init: table.container_init(&d.container.id) == Some(d.pid),
         };
         self.responder.respond(&findings, &ctx, d.now);
     }

@@ -1147,6 +1147,74 @@ fn an_exec_outside_the_allow_list_dies_before_it_runs() {
     assert_eq!(enforcer.stats().write_errors, 0);
 }
 
+/// A container's PID 1 (the init of its pid namespace) whose exec is denied is spared
+/// unless the rules ask for it: killing it restarts the container, and a rule against shells
+/// would crash-loop every image whose entrypoint is one. Other processes still die.
+#[test]
+fn a_containers_init_is_spared_unless_the_rules_ask() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("init");
+    let truth = real_path("/bin/true");
+    let unshare = real_path("/usr/bin/unshare");
+    let mut enforcer = KernelEnforcer::new();
+    let rules = |spare_init: bool| {
+        BTreeMap::from([(
+            cgroup.id,
+            Arc::new(ExecRules {
+                deny_paths: [truth.as_bytes().to_vec()].into(),
+                spare_init,
+                ..ExecRules::default()
+            }),
+        )])
+    };
+    let as_init = |cgroup: &TestCgroup| {
+        cgroup
+            .command(&unshare, &["--pid", "--fork", &truth])
+            .status()
+            .expect("running unshare")
+    };
+    // In a new pid namespace, a shell (PID 1) forks the denied program (PID 2).
+    let as_child = |cgroup: &TestCgroup| {
+        cgroup
+            .command(
+                &unshare,
+                &[
+                    "--pid",
+                    "--fork",
+                    "/bin/sh",
+                    "-c",
+                    &format!("{truth}; exit $?"),
+                ],
+            )
+            .status()
+            .expect("running unshare")
+    };
+
+    enforcer.sync(&mut h.capture, &rules(true));
+    let status = as_init(&cgroup);
+    assert!(status.success(), "the namespace's init is spared: {status}");
+    let status = as_child(&cgroup);
+    assert_eq!(status.code(), Some(128 + 9), "a child is killed: {status}");
+
+    enforcer.sync(&mut h.capture, &rules(false));
+    let status = as_init(&cgroup);
+    assert!(
+        !status.success(),
+        "asked for, the init is killed too: {status}"
+    );
+    h.wait_for(&cgroup, "the execs of true", |events| {
+        execs(events)
+            .filter(|e| e.filename() == truth.as_bytes())
+            .count()
+            >= 3
+    });
+    let flags: Vec<bool> = execs(&cgroup.events(&h.events))
+        .filter(|e| e.filename() == truth.as_bytes())
+        .map(|e| e.killed_in_kernel())
+        .collect();
+    assert_eq!(flags, [false, true, true], "spared, killed, killed");
+}
+
 #[test]
 fn a_denied_executable_dies_and_nothing_else_does() {
     let mut h = Harness::new();
@@ -1444,6 +1512,7 @@ fn a_binaries_deny_kills_the_applet_a_multi_call_binary_is_asked_to_be() {
             deny: Deny::Binaries(vec!["wget".into()]),
             action: ResponseAction::Kill,
             kill_process: true,
+            kill_container_init: false,
             exceptions: Exceptions::default(),
         }],
         ..ClusterPolicy::default()

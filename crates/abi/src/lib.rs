@@ -391,8 +391,15 @@ pub struct KernelOffsets {
     pub fs_root_mnt: u32,
     pub fs_root_dentry: u32,
     pub dentry_parent: u32,
+    /// Whether a task is its pid namespace's init: `task_struct.thread_pid`, `pid.level`,
+    /// `pid.numbers`, `upid.nr`, and the size of a `struct upid`.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_nr: u32,
+    pub upid_size: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 39 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 44 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]
@@ -434,6 +441,11 @@ const _: () = assert!(size_of::<FileKey>() == 16 + MAX_PATH);
 pub const ENFORCE_ALLOW_LIST: u32 = 1;
 /// [`Enforcement::flags`]: executables whose path or name has [`EXE_DENIED`] are killed.
 pub const ENFORCE_DENY_LIST: u32 = 2;
+/// [`Enforcement::flags`]: never kill the init of the task's pid namespace (a container's
+/// PID 1): killing it restarts the container, and a rule that kills shells would crash-loop
+/// every image whose entrypoint is one. Left out only when every rule behind the lists asks
+/// for it (`killContainerInit`).
+pub const ENFORCE_SPARE_INIT: u32 = 4;
 
 /// Value of the [`ENFORCE_MAP`]: a cgroup whose execs the kernel judges. A cgroup without an
 /// entry is never touched.

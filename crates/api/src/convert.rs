@@ -682,6 +682,7 @@ impl TryFrom<&ClusterBehaviorPolicy> for model::policy::ClusterPolicy {
                 deny,
                 action: r.action.into(),
                 kill_process: r.kill_process,
+                kill_container_init: r.kill_container_init,
                 exceptions: Exceptions {
                     executables: r.exceptions.executables.clone(),
                     containers: r.exceptions.containers.clone(),

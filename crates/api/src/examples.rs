@@ -116,6 +116,7 @@ pub fn profile() -> BehaviorProfile {
             response: ResponseConfig {
                 action: ResponseAction::Kill,
                 kill_process: true,
+                kill_container_init: false,
                 dry_run: false,
                 allow_unowned: false,
                 limits: ResponseLimits {

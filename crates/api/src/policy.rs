@@ -48,6 +48,7 @@ pub struct RuleExceptions {
 #[x_kube(validation = Rule::new("self.deny == 'Binaries' || !has(self.binaries)").message("binaries is only used with deny Binaries"))]
 #[x_kube(validation = Rule::new("self.deny != 'EgressOutside' || (has(self.cidrs) && size(self.cidrs) > 0)").message("deny EgressOutside needs cidrs: the networks egress may go to, such as [10.0.0.0/8]"))]
 #[x_kube(validation = Rule::new("self.deny == 'EgressOutside' || !has(self.cidrs)").message("cidrs is only used with deny EgressOutside"))]
+#[x_kube(validation = Rule::new("!(has(self.killContainerInit) && self.killContainerInit) || (has(self.killProcess) && self.killProcess)").message("killContainerInit only applies with killProcess: true"))]
 pub struct PolicyRule {
     /// Name, unique within the policy; part of violation records and metrics.
     #[schemars(
@@ -75,6 +76,12 @@ pub struct PolicyRule {
     /// Also kill the offending process in the kernel (SIGKILL).
     #[serde(default)]
     pub kill_process: bool,
+    /// With killProcess: also kill the process when it is its container's init (PID 1),
+    /// which restarts the container. Off by default, so that a rule that kills shells does
+    /// not crash-loop every image whose entrypoint is a shell: the init is then only
+    /// recorded, and the pod answered by the action.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kill_container_init: bool,
     /// What the rule does not apply to.
     #[serde(default)]
     pub exceptions: RuleExceptions,

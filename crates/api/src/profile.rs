@@ -108,6 +108,12 @@ pub struct ResponseConfig {
     /// In Enforcing, also kill the offending process in the kernel (SIGKILL).
     #[serde(default)]
     pub kill_process: bool,
+    /// With killProcess: also kill the process when it is its container's init (PID 1),
+    /// which restarts the container. Off by default, so that a rule that kills shells does
+    /// not crash-loop every image whose entrypoint is a shell: the init is then only
+    /// recorded, and the pod answered by the action.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kill_container_init: bool,
     /// Decide and record, but change nothing.
     #[serde(default)]
     pub dry_run: bool,

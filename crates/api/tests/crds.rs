@@ -10,8 +10,8 @@ use herdwatch_api::profile::TargetKind;
 use herdwatch_api::{
     BehaviorObservation, BehaviorProfile, BehaviorViolation, ClusterBehaviorPolicy,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::cel::{self, compile_schema, CompiledSchema};
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
@@ -345,6 +345,15 @@ fn invalid_policies_are_refused_with_what_to_change() {
         r.kill_process = false;
     }
     cel::validate_cel(&p).expect("without process kills, every namespace may be selected");
+    let mut p = examples::policy();
+    let r = p
+        .spec
+        .rules
+        .iter_mut()
+        .find(|r| !r.kill_process)
+        .expect("a rule without killProcess");
+    r.kill_container_init = true;
+    assert_refused(&p, "killContainerInit only applies with killProcess: true");
 }
 
 #[test]

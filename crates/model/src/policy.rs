@@ -105,6 +105,9 @@ pub struct PolicyRule {
     /// Whether the agent also kills the offending process in the kernel.
     #[serde(default)]
     pub kill_process: bool,
+    /// Whether that kill also takes a container's init (PID 1).
+    #[serde(default)]
+    pub kill_container_init: bool,
     /// What it does not apply to.
     #[serde(default)]
     pub exceptions: Exceptions,
@@ -119,6 +122,8 @@ pub struct PolicyViolation {
     pub action: ResponseAction,
     /// Whether to kill the offending process.
     pub kill_process: bool,
+    /// Whether that kill also takes a container's init (PID 1).
+    pub kill_container_init: bool,
 }
 
 /// A cluster-wide policy.
@@ -318,6 +323,7 @@ impl ClusterPolicy {
                     },
                     action: rule.action,
                     kill_process: rule.kill_process,
+                    kill_container_init: rule.kill_container_init,
                 });
             }
         }
@@ -337,6 +343,7 @@ mod tests {
             deny,
             action: ResponseAction::Tag,
             kill_process: false,
+            kill_container_init: false,
             exceptions: Exceptions::default(),
         }
     }
@@ -446,6 +453,7 @@ mod tests {
             },
             action: ResponseAction::Kill,
             kill_process: true,
+            kill_container_init: false,
         };
         let mut out = Vec::new();
         policy().check(

@@ -229,6 +229,16 @@ impl Btf {
         None
     }
 
+    /// Size in bytes of the struct `name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
+        let id = *self
+            .structs
+            .get(name)
+            .ok_or_else(|| BtfError::NoStruct(name.to_owned()))?;
+        self.size_of(id)
+            .ok_or(BtfError::Malformed("a struct without a size"))
+    }
+
     /// Byte offset of `path` (e.g. `["sk_cgrp_data", "cgroup"]`) inside struct `name`,
     /// checking that the last member is `expected_size` bytes and not a bit field.
     pub fn offset_of(

@@ -57,5 +57,11 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         fs_root_mnt: o("fs_struct", &["root", "mnt"], PTR)?,
         fs_root_dentry: o("fs_struct", &["root", "dentry"], PTR)?,
         dentry_parent: o("dentry", &["d_parent"], PTR)?,
+        task_thread_pid: o("task_struct", &["thread_pid"], PTR)?,
+        pid_level: o("pid", &["level"], 4)?,
+        // A flexible array since Linux 6.x; `numbers[1]` before.
+        pid_numbers: o("pid", &["numbers"], 0).or_else(|_| o("pid", &["numbers"], 16))?,
+        upid_nr: o("upid", &["nr"], 4)?,
+        upid_size: btf.struct_size("upid")?,
     })
 }

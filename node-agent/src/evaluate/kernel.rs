@@ -43,8 +43,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use herdwatch_abi::{
-    Enforcement, ExeHashes, ExeKey, ExeVerdict, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, EXE_ALLOWED,
-    EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL,
+    Enforcement, ExeHashes, ExeKey, ExeVerdict, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST,
+    ENFORCE_SPARE_INIT, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME,
+    EXE_KEY_PATH, EXE_MULTI_CALL,
 };
 use herdwatch_model::pattern::{is_glob, path_glob_match};
 use herdwatch_model::policy::{ClusterPolicy, Deny, MULTI_CALL, SHELLS};
@@ -148,6 +149,9 @@ pub struct ExecRules {
     /// too. A name here alone is not denied as `argv[0]` of any other program: the policy
     /// matcher does not take `exec -a sh /usr/bin/python3` for a shell.
     pub deny_applets: BTreeSet<Vec<u8>>,
+    /// Some rule behind the lists did not ask to kill a container's init (PID 1): the
+    /// kernel spares it, and user space records it as spared.
+    pub spare_init: bool,
 }
 
 impl ExecRules {
@@ -168,6 +172,9 @@ impl ExecRules {
         }
         if self.denies() {
             flags |= ENFORCE_DENY_LIST;
+        }
+        if self.spare_init {
+            flags |= ENFORCE_SPARE_INIT;
         }
         flags
     }
@@ -229,6 +236,7 @@ pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut Ex
             // Image layers, uids, exec sessions and peers are not in the exec path.
             Deny::Drift | Deny::Root | Deny::ExecSessions | Deny::EgressOutside(_) => continue,
         };
+        rules.spare_init |= !rule.kill_container_init;
         let exceptions = &rule.exceptions.executables;
         for name in names {
             if exact_bytes(name) != Exactness::Exact || name.is_empty() {
@@ -650,6 +658,7 @@ pub(crate) mod tests {
             deny,
             action: ResponseAction::Tag,
             kill_process: kill,
+            kill_container_init: false,
             exceptions,
         }
     }
@@ -667,6 +676,29 @@ pub(crate) mod tests {
             .iter()
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_kernel_spares_a_containers_init_unless_every_rule_asks() {
+        let shells = |init: bool| PolicyRule {
+            kill_container_init: init,
+            ..rule("shells", Deny::Shells, true, Exceptions::default())
+        };
+        let mut r = ExecRules::default();
+        add_policy_denies(&policy(vec![shells(true)]), "app", &mut r);
+        assert!(!r.spare_init);
+        assert_eq!(r.flags() & ENFORCE_SPARE_INIT, 0);
+        add_policy_denies(&policy(vec![shells(false)]), "app", &mut r);
+        assert!(
+            r.spare_init,
+            "one rule without killContainerInit spares the init"
+        );
+        assert_ne!(r.flags() & ENFORCE_SPARE_INIT, 0);
+        // A rule the kernel does not apply does not count.
+        let mut r = ExecRules::default();
+        let drift = rule("drift", Deny::Drift, true, Exceptions::default());
+        add_policy_denies(&policy(vec![shells(true), drift]), "app", &mut r);
+        assert!(!r.spare_init);
     }
 
     #[test]
@@ -700,7 +732,7 @@ pub(crate) mod tests {
             "busybox wget is wget"
         );
         assert_eq!(r.deny_paths, BTreeSet::from([b"/usr/bin/curl".to_vec()]));
-        assert_eq!(r.flags(), ENFORCE_DENY_LIST);
+        assert_eq!(r.flags(), ENFORCE_DENY_LIST | ENFORCE_SPARE_INIT);
 
         let mut shells = ExecRules::default();
         add_policy_denies(
@@ -711,7 +743,7 @@ pub(crate) mod tests {
         assert!(shells.deny_names.is_empty());
         assert_eq!(shells.deny_applets.len(), SHELLS.len());
         assert!(shells.deny_applets.contains(b"bash".as_slice()));
-        assert_eq!(shells.flags(), ENFORCE_DENY_LIST);
+        assert_eq!(shells.flags(), ENFORCE_DENY_LIST | ENFORCE_SPARE_INIT);
     }
 
     fn run(exe: &str, argv: &[&str]) -> (String, Vec<String>) {

@@ -55,6 +55,8 @@ pub struct CompiledProfile {
     pub action: ResponseAction,
     /// Kill offending processes (only in Enforcing, and not in a dry run).
     pub kill_process: bool,
+    /// A container's init (PID 1) too.
+    pub kill_container_init: bool,
     /// The allow list of its process entries as the kernel can apply it.
     pub kernel_allow: KernelAllow,
 }
@@ -210,6 +212,7 @@ pub fn compile_profiles(
                 kill_process: response.kill_process
                     && phase == Phase::Enforcing
                     && !response.dry_run,
+                kill_container_init: response.kill_container_init,
             }),
         );
     }
@@ -265,6 +268,8 @@ pub struct Finding {
     pub action: ResponseAction,
     /// Kill the offending process.
     pub kill_process: bool,
+    /// Even when it is its container's init (PID 1).
+    pub kill_container_init: bool,
     /// The mode of what judged the event, for the violation metric: the profile's phase,
     /// or for a policy (which has no mode) Monitor when it is a dry run, else Enforce.
     pub mode: Mode,
@@ -412,7 +417,10 @@ impl Evaluator {
         }
         if let Some(p) = applicable.profile.as_ref().filter(|p| p.kill_process) {
             match &p.kernel_allow {
-                KernelAllow::Paths(paths) => rules.allow = Some(paths.clone()),
+                KernelAllow::Paths(paths) => {
+                    rules.allow = Some(paths.clone());
+                    rules.spare_init |= !p.kill_container_init;
+                }
                 // The evaluator alone judges this profile (and kills from user space).
                 KernelAllow::UserSpaceOnly(_) => {}
             }
@@ -447,6 +455,7 @@ impl Evaluator {
                     },
                     action: p.action,
                     kill_process: p.kill_process,
+                    kill_container_init: p.kill_container_init,
                     mode: match p.phase {
                         Phase::Enforcing => Mode::Enforce,
                         Phase::Monitoring | Phase::Learning => Mode::Monitor,
@@ -480,6 +489,7 @@ impl Evaluator {
                     source: Source::Policy { name },
                     action: v.action,
                     kill_process: v.kill_process,
+                    kill_container_init: v.kill_container_init,
                     mode,
                 }
             }));

@@ -176,7 +176,12 @@ pub struct ViolationContext {
     pub ancestry: Vec<Ancestor>,
     /// The kernel killed the process at its exec, before it ran (the exec event's flag).
     pub killed_in_kernel: bool,
+    /// The process is its container's init (PID 1).
+    pub container_init: bool,
 }
+
+/// Recorded as the kill's error when a container's init is spared.
+pub const SPARED_INIT: &str = "not killed: the process is its container's init (PID 1), which restarts the container; set killContainerInit to kill it";
 
 /// What the kill asked for by an event's findings came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +190,8 @@ pub enum KillOutcome {
     Killed,
     /// The kernel killed it at exec, before it ran a single instruction.
     KilledInKernel,
+    /// Not killed: it is its container's init and no rule asked for that.
+    SparedInit,
     Failed(String),
 }
 
@@ -195,7 +202,17 @@ impl KillOutcome {
             KillOutcome::NotAsked => "not_asked",
             KillOutcome::Killed => "killed",
             KillOutcome::KilledInKernel => "killed_in_kernel",
+            KillOutcome::SparedInit => "spared_init",
             KillOutcome::Failed(_) => "failed",
+        }
+    }
+
+    /// Why the process was not killed when a kill was asked for, for the record.
+    fn error(&self) -> Option<String> {
+        match self {
+            KillOutcome::Failed(e) => Some(bounded(e, MAX_TEXT)),
+            KillOutcome::SparedInit => Some(SPARED_INIT.to_owned()),
+            _ => None,
         }
     }
 
@@ -204,7 +221,7 @@ impl KillOutcome {
         match self {
             KillOutcome::Killed => Some(KilledBy::Agent),
             KillOutcome::KilledInKernel => Some(KilledBy::Kernel),
-            KillOutcome::NotAsked | KillOutcome::Failed(_) => None,
+            KillOutcome::NotAsked | KillOutcome::SparedInit | KillOutcome::Failed(_) => None,
         }
     }
 }
@@ -271,10 +288,7 @@ pub fn build_record(
         action: api_action(finding.action),
         process_killed: kill.killed_by().is_some(),
         process_killed_by: kill.killed_by(),
-        process_kill_error: match kill {
-            KillOutcome::Failed(e) => Some(bounded(e, MAX_TEXT)),
-            _ => None,
-        },
+        process_kill_error: kill.error(),
     };
     let name = key.object_name();
     let mut v = BehaviorViolation::new(&name, spec);
@@ -299,7 +313,7 @@ fn note_repeat(v: &mut BehaviorViolation, kill: &KillOutcome, now: Timestamp) {
             s.process_killed = true;
             s.process_killed_by = kill.killed_by();
         }
-        KillOutcome::Failed(e) => s.process_kill_error = Some(bounded(e, MAX_TEXT)),
+        KillOutcome::Failed(_) | KillOutcome::SparedInit => s.process_kill_error = kill.error(),
     }
 }
 
@@ -386,6 +400,21 @@ impl Responder {
         if !findings.iter().any(|f| f.kill_process) {
             return KillOutcome::NotAsked;
         }
+        if ctx.container_init
+            && !findings
+                .iter()
+                .any(|f| f.kill_process && f.kill_container_init)
+        {
+            info!(
+                pid = ctx.process.0,
+                namespace = %ctx.pod.namespace,
+                pod = %ctx.pod.name,
+                exe = %ctx.event.exe,
+                "spared the offending process: it is its container's init (killContainerInit is off)"
+            );
+            self.count_kill(KillOutcome::SparedInit.label());
+            return KillOutcome::SparedInit;
+        }
         if self.protected_namespaces.contains(&ctx.pod.namespace) {
             self.count_kill("protected");
             return KillOutcome::Failed(format!(
@@ -417,7 +446,7 @@ impl Responder {
                 %error,
                 "could not kill the offending process"
             ),
-            KillOutcome::NotAsked | KillOutcome::KilledInKernel => {}
+            KillOutcome::NotAsked | KillOutcome::KilledInKernel | KillOutcome::SparedInit => {}
         }
         let label = match (&outcome, self.killer.is_none()) {
             (KillOutcome::Failed(_), true) => "disabled",
@@ -655,6 +684,7 @@ mod tests {
             source,
             action: ResponseAction::Tag,
             kill_process: kill,
+            kill_container_init: false,
             mode: herdwatch_api::common::Mode::Enforce,
         }
     }
@@ -669,6 +699,7 @@ mod tests {
             process: (wget.pid, wget.start_time_ns),
             ancestry: ancestry(&t, &wget),
             killed_in_kernel: false,
+            container_init: false,
         }
     }
 
@@ -979,6 +1010,7 @@ mod tests {
         let (mut r, mut rx, m) = responder(64, 16, bucket, Some(Box::new(killer)));
         let ctx = ViolationContext {
             killed_in_kernel: true,
+            container_init: false,
             ..context()
         };
         r.respond(
@@ -1048,6 +1080,48 @@ mod tests {
             .unwrap()
             .contains("namespace kube-system is protected"));
         assert_eq!(m.kills.with_label_values(&["protected"]).get(), 1);
+    }
+
+    #[test]
+    fn a_containers_init_is_spared_unless_a_rule_asks() {
+        let bucket = TokenBucket::new(100, Duration::from_secs(1), Timestamp(0));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let killer = FakeKiller {
+            calls: calls.clone(),
+            fail: false,
+        };
+        let (mut r, mut rx, m) = responder(64, 16, bucket, Some(Box::new(killer)));
+        let ctx = ViolationContext {
+            container_init: true,
+            ..context()
+        };
+        r.respond(
+            &[finding(
+                Source::Policy {
+                    name: "shells".into(),
+                },
+                true,
+            )],
+            &ctx,
+            Timestamp(0),
+        );
+        assert!(calls.lock().unwrap().is_empty(), "PID 1 is not signalled");
+        let v = rx.try_recv().unwrap();
+        assert!(!v.spec.process_killed);
+        assert_eq!(v.spec.process_kill_error.as_deref(), Some(SPARED_INIT));
+        assert_eq!(m.kills.with_label_values(&["spared_init"]).get(), 1);
+
+        // A rule that asks for it kills the init too.
+        let mut explicit = finding(
+            Source::Policy {
+                name: "init".into(),
+            },
+            true,
+        );
+        explicit.kill_container_init = true;
+        r.respond(&[explicit], &ctx, Timestamp(1));
+        assert_eq!(calls.lock().unwrap().len(), 1);
+        assert!(rx.try_recv().unwrap().spec.process_killed);
     }
 
     #[test]
