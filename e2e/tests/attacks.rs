@@ -54,8 +54,6 @@ enum Via {
 enum Expect {
     /// A record of one of these rules whose subject starts with one of its subjects.
     Record(&'static [(&'static str, &'static [&'static str])]),
-    /// Not caught for its own reason; says why the kernel view does not show it.
-    Miss(&'static str),
 }
 
 struct Technique {
@@ -137,7 +135,7 @@ const TECHNIQUES: &[Technique] = &[
     injected("T1613", "Container and resource discovery (the API server)", 2, "nc -w 1 {apiserver} 443 </dev/null", record!(EGRESS, &["{apiserver}:"])),
     injected("T1046", "Network service discovery (port scan)", 2, "nc -w 1 {peer} 22 </dev/null", record!(EGRESS, &["{peer}:22/"])),
     injected("T1571", "Lateral movement on a non-standard port", 2, "nc -w 1 {peer} 4444 </dev/null", record!(EGRESS, &["{peer}:4444/"])),
-    injected("T1040", "Packet socket for sniffing", 2, "ping -c 1 -W 1 {peer}", Expect::Miss("herdwatch judges the socket syscall, not its family: a packet or raw socket opened by a learned process is not its own violation (the ping binary is caught as a new process)")),
+    injected("T1040", "Raw socket for sniffing and forging (ping)", 2, "ping -c 1 -W 1 {peer}", record!(SYSCALLS, &["socket_raw"])),
     // Defense evasion.
     injected("T1070.002", "Clearing the shop's log", 2, ": > /var/log/shop/access.log", record!(FILES, &["/var/log/shop/access.log (write+create+truncate"])),
     injected("T1070.003", "Deleting shell history", 2, "rm -f /home/app/.ash_history", record!(SYSCALLS, &["unlink"])),
@@ -164,7 +162,6 @@ struct Row {
     id: &'static str,
     name: &'static str,
     caught: bool,
-    expected_miss: bool,
     how: String,
 }
 
@@ -225,20 +222,20 @@ async fn attack_techniques_are_caught_and_a_normal_day_raises_no_alarm() {
             100.0 * caught as f64 / total as f64,
             calm.len()
         ));
-        let unexplained: Vec<_> = attacks
+        let missed: Vec<_> = attacks
             .iter()
-            .filter(|r| !r.caught && !r.expected_miss)
+            .filter(|r| !r.caught)
             .map(|r| format!("{} {}: {}", r.id, r.name, r.how))
             .collect();
-        // Every miss is printed above; a run may lose one or two to faults not found yet
-        // (README, attack suite), and the rate below still has to hold.
+        // Every technique is expected to be caught; each miss is printed with the records
+        // its pod did get. The rate has to hold in every run.
         step(format!(
-            "techniques missed without an explanation: {}",
-            if unexplained.is_empty() { "none".to_owned() } else { format!("{unexplained:#?}") }
+            "techniques missed: {}",
+            if missed.is_empty() { "none".to_owned() } else { format!("{missed:#?}") }
         ));
         assert!(
             caught * 10 >= total * 9,
-            "at least 90% of the techniques are caught ({caught} of {total}); missed without an explanation: {unexplained:#?}"
+            "at least 90% of the techniques are caught ({caught} of {total}); missed: {missed:#?}"
         );
         // No pod raises anything: neither those that served the whole day nor those
         // started during it (the rollout to a new digest, the scale-out, the replacements).
@@ -304,9 +301,7 @@ async fn run_attacks(env: &Env, ns: &str, pods: Vec<Pod>) -> Vec<Row> {
         records = violations(env, ns).await.unwrap_or_default();
         let missing = TECHNIQUES
             .iter()
-            .filter(|t| {
-                find(t, &records, &names, &fill).is_none() && !matches!(t.expect, Expect::Miss(_))
-            })
+            .filter(|t| find(t, &records, &names, &fill).is_none())
             .count();
         if missing == 0 || Instant::now() > deadline {
             break;
@@ -322,22 +317,17 @@ async fn run_attacks(env: &Env, ns: &str, pods: Vec<Pod>) -> Vec<Row> {
                 .filter(|v| v.spec.pod == names[t.replica])
                 .map(|v| format!("{} {}", v.spec.rule, v.spec.subject))
                 .collect();
-            let (caught, expected_miss, how) = match (t.expect, found) {
-                (Expect::Record(_), Some(v)) => {
-                    (true, false, format!("{} {}", v.spec.rule, v.spec.subject))
-                }
+            let (caught, how) = match (t.expect, found) {
+                (_, Some(v)) => (true, format!("{} {}", v.spec.rule, v.spec.subject)),
                 (Expect::Record(alternatives), None) => (
-                    false,
                     false,
                     format!("no record of {alternatives:?}; the pod's records: {on_pod:?}"),
                 ),
-                (Expect::Miss(why), _) => (false, true, why.to_owned()),
             };
             Row {
                 id: t.id,
                 name: t.name,
                 caught,
-                expected_miss,
                 how,
             }
         })
@@ -351,9 +341,7 @@ fn find<'a>(
     pods: &[String],
     fill: &impl Fn(&str, usize) -> String,
 ) -> Option<&'a BehaviorViolation> {
-    let Expect::Record(alternatives) = t.expect else {
-        return None;
-    };
+    let Expect::Record(alternatives) = t.expect;
     records.iter().find(|v| {
         v.spec.pod == pods[t.replica]
             && alternatives.iter().any(|(rule, subjects)| {
@@ -369,11 +357,7 @@ fn print_table(rows: &[Row]) {
     eprintln!("\n| technique | name | result | by |");
     eprintln!("|---|---|---|---|");
     for r in rows {
-        let result = match (r.caught, r.expected_miss) {
-            (true, _) => "caught",
-            (false, true) => "missed (explained)",
-            (false, false) => "MISSED",
-        };
+        let result = if r.caught { "caught" } else { "MISSED" };
         eprintln!(
             "| {} | {} | {result} | {} |",
             r.id,

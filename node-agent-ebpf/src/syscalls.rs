@@ -20,7 +20,10 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use core::ptr::addr_of_mut;
-use herdwatch_abi::{EventKind, SyscallBitmap, SyscallEvent, MAX_SYSCALL_NR, SYSCALL_BITMAP_WORDS};
+use herdwatch_abi::{
+    EventKind, SyscallBitmap, SyscallEvent, AF_INET, AF_INET6, MAX_SYSCALL_NR,
+    SYSCALL_BITMAP_WORDS, SYSCALL_PACKET_SOCKET, SYSCALL_RAW_SOCKET,
+};
 
 use crate::common::{current_cgroup_id, reserve, submit, write_header, Actor};
 use crate::{atomic, files, identity, setup};
@@ -35,6 +38,7 @@ pub const REG_ORIG_AX: usize = 15;
 
 /// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 pub const NR_OPEN: i64 = 2;
+pub const NR_SOCKET: i64 = 41;
 pub const NR_SENDTO: i64 = 44;
 pub const NR_SENDMSG: i64 = 46;
 pub const NR_CREAT: i64 = 85;
@@ -50,6 +54,12 @@ pub const NR_CAPSET: i64 = 126;
 pub const NR_OPENAT: i64 = 257;
 pub const NR_SENDMMSG: i64 = 307;
 pub const NR_OPENAT2: i64 = 437;
+
+/// `socket()`'s family and type values that make a raw or packet socket (the type's low
+/// bits; the rest are `SOCK_NONBLOCK`/`SOCK_CLOEXEC`).
+const AF_PACKET: u32 = 17;
+const SOCK_RAW: u32 = 3;
+const SOCK_TYPE_MASK: u32 = 0xf;
 
 /// cgroup id → syscalls seen in it: the truth, shared by all CPUs. LRU: a forgotten
 /// (evicted) cgroup only means its syscalls are reported once more.
@@ -97,6 +107,7 @@ pub fn reg(regs: *const u64, index: usize) -> u64 {
 /// [`SyscallBitmap`]: testing it costs the common path one load and one AND, where a chain
 /// of comparisons would cost it a branch per number.
 static DISPATCHED: [u64; SYSCALL_BITMAP_WORDS] = dispatched_bitmap(&[
+    NR_SOCKET,
     NR_OPEN,
     NR_CREAT,
     NR_OPENAT,
@@ -189,6 +200,25 @@ fn sys_enter_uncommon(
             // SAFETY: sys_enter's first argument.
             let regs: *const u64 = unsafe { ctx.arg(0) };
             files::on_open(regs, nr, cgroup_id)
+        }
+        NR_SOCKET => {
+            // SAFETY: sys_enter's first argument.
+            let regs: *const u64 = unsafe { ctx.arg(0) };
+            let family = reg(regs, REG_DI) as u32;
+            let kind = reg(regs, REG_SI) as u32 & SOCK_TYPE_MASK;
+            let pseudo = if family == AF_PACKET {
+                SYSCALL_PACKET_SOCKET
+            } else if kind == SOCK_RAW
+                && (family == u32::from(AF_INET) || family == u32::from(AF_INET6))
+            {
+                SYSCALL_RAW_SOCKET
+            } else {
+                return;
+            };
+            if !setup::in_runtime_setup(cgroup_id) {
+                note_syscall_slow(cgroup_id, pseudo, slot);
+            }
+            Ok(())
         }
         NR_SETUID..=NR_CAPSET
             if identity::is_identity(nr) && !setup::in_runtime_setup(cgroup_id) =>

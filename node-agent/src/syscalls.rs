@@ -402,9 +402,25 @@ const HIGH: &[&str] = &[
     "file_setattr",
 ];
 
+/// Names of the agent's own numbers for sockets a plain `socket` entry must not cover
+/// (see [`herdwatch_abi::SYSCALL_RAW_SOCKET`]): learned and judged like syscalls.
+pub const RAW_SOCKET: &str = "socket_raw";
+pub const PACKET_SOCKET: &str = "socket_packet";
+
+fn pseudo(nr: u32) -> Option<&'static str> {
+    match nr {
+        herdwatch_abi::SYSCALL_RAW_SOCKET => Some(RAW_SOCKET),
+        herdwatch_abi::SYSCALL_PACKET_SOCKET => Some(PACKET_SOCKET),
+        _ => None,
+    }
+}
+
 /// The name of syscall `nr`, when this build knows it.
 #[cfg(target_arch = "x86_64")]
 pub fn name(nr: u32) -> Option<&'static str> {
+    if let Some(p) = pseudo(nr) {
+        return Some(p);
+    }
     let nr_usize = nr as usize;
     if nr_usize < LOW.len() {
         return Some(LOW[nr_usize]);
@@ -416,8 +432,8 @@ pub fn name(nr: u32) -> Option<&'static str> {
 
 /// The name of syscall `nr`, when this build knows it.
 #[cfg(not(target_arch = "x86_64"))]
-pub fn name(_nr: u32) -> Option<&'static str> {
-    None
+pub fn name(nr: u32) -> Option<&'static str> {
+    pseudo(nr)
 }
 
 /// The name, or `syscall_<nr>` for numbers this build does not know (a newer kernel).
@@ -478,8 +494,27 @@ mod tests {
     }
 
     #[test]
+    fn raw_and_packet_sockets_have_names_of_their_own() {
+        assert_eq!(name(herdwatch_abi::SYSCALL_RAW_SOCKET), Some("socket_raw"));
+        assert_eq!(
+            name(herdwatch_abi::SYSCALL_PACKET_SOCKET),
+            Some("socket_packet")
+        );
+        // Above every real syscall, inside the kernel's first-sighting bitmap.
+        const {
+            assert!(herdwatch_abi::SYSCALL_RAW_SOCKET > HIGH_BASE + HIGH.len() as u32);
+            assert!(herdwatch_abi::SYSCALL_PACKET_SOCKET < herdwatch_abi::MAX_SYSCALL_NR);
+        }
+    }
+
+    #[test]
     fn names_are_unique() {
-        let mut all: Vec<&str> = LOW.iter().chain(HIGH).copied().collect();
+        let mut all: Vec<&str> = LOW
+            .iter()
+            .chain(HIGH)
+            .chain(&[RAW_SOCKET, PACKET_SOCKET])
+            .copied()
+            .collect();
         let n = all.len();
         all.sort_unstable();
         all.dedup();

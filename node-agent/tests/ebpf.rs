@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use herdwatch_abi::{
     Event, EventKind, ExecEvent, FileEvent, IdentityEvent, NetEvent, ACCESS_CREATE, ACCESS_READ,
     ACCESS_TRUNCATE, ACCESS_WRITE, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, NET_ACCEPT,
-    NET_CONNECT, NET_LISTEN, NET_UDP_SEND,
+    NET_CONNECT, NET_LISTEN, NET_UDP_SEND, SYSCALL_PACKET_SOCKET, SYSCALL_RAW_SOCKET,
 };
 use herdwatch_model::policy::{ClusterPolicy, Deny, Exceptions, PolicyRule};
 use herdwatch_model::response::ResponseAction;
@@ -504,6 +504,52 @@ fn first_sighting_of_each_syscall_is_reported_once_per_cgroup() {
     });
     let others = syscall_nrs(&other.events(&h.events));
     assert!(others.contains(&NR_EXECVE) && others.contains(&NR_EXIT_GROUP));
+}
+
+/// A raw IP socket and a packet socket are each reported once, as syscalls of their own
+/// (`socket_raw`, `socket_packet`); a plain UDP socket is neither.
+#[test]
+fn raw_and_packet_sockets_are_reported_as_their_own_syscalls() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("rawsock");
+    let script = "import socket\n\
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()\n\
+        for _ in range(2):\n\
+        \x20   socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP).close()\n\
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()\n";
+    cgroup.run(PYTHON, &["-c", script]);
+    h.wait_for(&cgroup, "the raw and packet sockets", |events| {
+        let nrs = syscall_nrs(events);
+        nrs.contains(&SYSCALL_RAW_SOCKET) && nrs.contains(&SYSCALL_PACKET_SOCKET)
+    });
+    h.settle();
+    let nrs = syscall_nrs(&cgroup.events(&h.events));
+    for pseudo in [SYSCALL_RAW_SOCKET, SYSCALL_PACKET_SOCKET] {
+        assert_eq!(
+            nrs.iter().filter(|n| **n == pseudo).count(),
+            1,
+            "{pseudo} once: {nrs:?}"
+        );
+    }
+
+    // A UDP socket alone is only `socket`.
+    let other = TestCgroup::new("udpsock");
+    let (pid, _) = other.run(
+        PYTHON,
+        &[
+            "-c",
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()",
+        ],
+    );
+    h.wait_for(&other, "the exit of the UDP program", |events| {
+        exited(events, pid)
+    });
+    let nrs = syscall_nrs(&other.events(&h.events));
+    assert!(nrs.contains(&41), "socket itself is seen: {nrs:?}");
+    assert!(
+        !nrs.contains(&SYSCALL_RAW_SOCKET) && !nrs.contains(&SYSCALL_PACKET_SOCKET),
+        "{nrs:?}"
+    );
 }
 
 #[test]

@@ -26,6 +26,14 @@ pub const CWD_COMPONENT: usize = 32;
 /// Syscall numbers covered by the per-cgroup first-sighting bitmap (x86_64 tops out near 470).
 pub const SYSCALL_BITMAP_WORDS: usize = 8;
 pub const MAX_SYSCALL_NR: u32 = (SYSCALL_BITMAP_WORDS * 64) as u32;
+/// Not a syscall: a `socket()` that asked for a raw IP socket (`AF_INET`/`AF_INET6`,
+/// `SOCK_RAW`), reported and learned like a syscall of its own under the name `socket_raw`.
+/// Raw sockets forge packets and sniff a protocol; the `socket` syscall alone says nothing
+/// of that. Numbered above every real syscall, inside the first-sighting bitmap.
+pub const SYSCALL_RAW_SOCKET: u32 = MAX_SYSCALL_NR - 2;
+/// Not a syscall: a `socket(AF_PACKET, …)`, which sees (or sends) every frame on the pod's
+/// interfaces; name `socket_packet`. See [`SYSCALL_RAW_SOCKET`].
+pub const SYSCALL_PACKET_SOCKET: u32 = MAX_SYSCALL_NR - 1;
 
 /// Name of the ring buffer map the programs submit to.
 pub const EVENTS_MAP: &str = "EVENTS";
