@@ -28,6 +28,8 @@ use herdwatch_abi::Event as KernelEvent;
 use herdwatch_api::violation::ViolationEvent;
 use herdwatch_model::{Event, Process as ModelProcess, Timestamp};
 
+use tracing::warn;
+
 use crate::cgroup::{CgroupSource, ContainerRef};
 use crate::drift::DriftProbe;
 use crate::evaluate::kernel::ExecRules;
@@ -74,6 +76,8 @@ struct Deferred {
     pid: u32,
     start_time_ns: u64,
     killed_in_kernel: bool,
+    /// The program that started it, when no known container runtime (see the pipeline).
+    unrecognised_runtime: Option<String>,
     record: ViolationEvent,
 }
 
@@ -195,6 +199,7 @@ impl Engine {
                     pid: process.pid,
                     start_time_ns: process.start_time_ns,
                     killed_in_kernel,
+                    unrecognised_runtime: a.unrecognised_runtime.map(str::to_owned),
                     record,
                 });
             }
@@ -223,6 +228,9 @@ impl Engine {
         let pod = t.pod.clone();
         let container_id = t.container_id.clone();
         let container = a.pod.and_then(|p| p.container).unwrap_or_default();
+        if let (Some(runtime), Some(c)) = (a.unrecognised_runtime, pod.containers.get(container)) {
+            Self::note_unrecognised_runtime(learner, &container_id, &pod, c, runtime, now);
+        }
         let findings = self.learn_and_judge(
             learner,
             &container_id,
@@ -251,6 +259,25 @@ impl Engine {
             container_init: pipeline.processes().container_init(&container_id) == Some(pid),
         };
         self.responder.respond(&findings, &ctx, now);
+    }
+
+    fn note_unrecognised_runtime(
+        learner: &mut Learner,
+        container_id: &Arc<str>,
+        pod: &PodMeta,
+        container: &crate::pods::ContainerMeta,
+        runtime: &str,
+        now: Timestamp,
+    ) {
+        if learner.note_unrecognised_runtime(container_id, pod, container, runtime, now) {
+            warn!(
+                namespace = %pod.namespace,
+                pod = %pod.name,
+                container = %container.name,
+                %runtime,
+                "a program herdwatch does not know as a container runtime started a process in the container; its set-up may be learned as the workload's, so the profile will not be promoted by itself"
+            );
+        }
     }
 
     fn defer(&mut self, d: Deferred) {
@@ -330,6 +357,9 @@ impl Engine {
             .in_scope(&d.container.id, pods_generation, pod, c)
         {
             return;
+        }
+        if let Some(runtime) = &d.unrecognised_runtime {
+            Self::note_unrecognised_runtime(learner, &d.container.id, pod, c, runtime, d.now);
         }
         let ev = model_event(
             &d.kind,

@@ -250,6 +250,7 @@ pub struct Metrics {
     decode_errors: Mirrored,
     proc_vanished: Mirrored,
     inherited: Mirrored,
+    unrecognised_runtime: Mirrored,
     cgroup_walks: Mirrored,
     evictions: Mirrored,
     exec_sessions: Mirrored,
@@ -310,6 +311,11 @@ impl Metrics {
                 &r,
                 "herdwatch_agent_processes_inherited_total",
                 "Processes gone before /proc could be read, recorded as forks of their parent.",
+            )?,
+            unrecognised_runtime: counter(
+                &r,
+                "herdwatch_agent_unrecognised_runtime_total",
+                "Execs that entered a container from a program herdwatch does not know as a container runtime (its set-up may be learned as the workload's; the profile says so).",
             )?,
             cgroup_walks: counter(
                 &r,
@@ -373,6 +379,8 @@ impl Metrics {
         self.proc_vanished
             .set_total(stats.proc_vanished + stats.cgroups.vanished);
         self.inherited.set_total(stats.inherited);
+        self.unrecognised_runtime
+            .set_total(stats.unrecognised_runtime);
         self.cgroup_walks.set_total(stats.cgroups.walks);
         self.evictions.set_total(stats.table.evicted);
         self.exec_sessions.set_total(stats.table.exec_sessions);

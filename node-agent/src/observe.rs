@@ -747,6 +747,7 @@ mod tests {
             process: t.peek(4242),
             cgroup: Some(&cg),
             pod: None,
+            unrecognised_runtime: None,
         };
         serde_json::from_str(&json_line(event, &a)).unwrap()
     }
@@ -758,6 +759,7 @@ mod tests {
             process: t.peek(4242).filter(|_| with_process),
             cgroup: Some(&cg),
             pod: None,
+            unrecognised_runtime: None,
         };
         text_line(event, &a)
     }
@@ -823,6 +825,7 @@ mod tests {
             process: None,
             cgroup: None,
             pod: None,
+            unrecognised_runtime: None,
         };
         let v: serde_json::Value = serde_json::from_str(&json_line(&ev, &a)).unwrap();
         assert_eq!(v["syscall"], "syscall_9999");
@@ -1020,6 +1023,7 @@ mod tests {
                     process: t.peek(4242),
                     cgroup: Some(&cg),
                     pod: None,
+                    unrecognised_runtime: None,
                 },
             );
         }
@@ -1029,6 +1033,7 @@ mod tests {
                 process: None,
                 cgroup: None,
                 pod: None,
+                unrecognised_runtime: None,
             },
         );
         assert_eq!(summary.cgroups(), 2);

@@ -79,6 +79,8 @@ pub struct PipelineStats {
     pub proc_unreadable: u64,
     /// Processes gone before /proc could be read, recorded as forks of their parent.
     pub inherited: u64,
+    /// Execs that entered a container from a parent not known as a container runtime.
+    pub unrecognised_runtime: u64,
     pub cgroups: ResolverStats,
     pub table: TableStats,
     /// Process table entries.
@@ -105,6 +107,24 @@ pub struct Attributed<'a> {
     pub cgroup: Option<&'a CgroupInfo>,
     /// Set when the agent watches pods and found this container's pod.
     pub pod: Option<&'a PodAttribution>,
+    /// For an exec that enters a container from outside its pod: the parent's program,
+    /// when it is not a container runtime herdwatch knows (see [`KNOWN_RUNTIMES`]).
+    pub unrecognised_runtime: Option<&'a str>,
+}
+
+/// Programs that start processes in containers from outside them: the runtimes (and their
+/// shims and monitors) whose set-up the kernel tells from the workload. The first exec in a
+/// container whose parent is none of these is counted, and marks what its workload learns.
+pub const KNOWN_RUNTIMES: &[&str] = &["runc", "crun", "runsc", "youki", "conmon", "crio"];
+
+/// The last component of an executable path.
+fn program_name(exe: &str) -> &str {
+    exe.rsplit('/').next().unwrap_or(exe)
+}
+
+/// Whether `name` (a program's file name) is one of [`KNOWN_RUNTIMES`] or a containerd shim.
+pub fn is_known_runtime(name: &str) -> bool {
+    KNOWN_RUNTIMES.contains(&name) || name.starts_with("containerd-shim")
 }
 
 /// Pids found gone, so that a burst of events from one exited process reads /proc once.
@@ -291,6 +311,31 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
         }
     }
 
+    /// When an exec in a container (`kind`, cgroup `cgroup_id`) has a parent outside the
+    /// container and outside its pod (the kernel's own test for the runtime's entry), and that
+    /// parent's program is no known runtime: its name.
+    fn unrecognised_entry(&self, ppid: u32, cgroup_id: u64, kind: Option<&CgroupKind>) -> bool {
+        let Some(container) = kind.and_then(CgroupKind::container) else {
+            return false;
+        };
+        let Some(parent) = self.procs.peek(ppid) else {
+            return false;
+        };
+        if parent.cgroup_id == cgroup_id {
+            return false;
+        }
+        let parent_pod = self
+            .cgroups
+            .get(parent.cgroup_id)
+            .and_then(|i| i.kind.pod_uid().cloned());
+        if parent_pod.is_some() && parent_pod == container.pod_uid {
+            return false;
+        }
+        let base = program_name(&parent.exe);
+        let real = parent.file_name.as_deref().unwrap_or(base);
+        !(is_known_runtime(base) || is_known_runtime(real) || real.starts_with("memfd:runc"))
+    }
+
     /// Records a process that was gone before /proc could be read as a fork of its parent
     /// (the header names it): a child that never exec'd runs its parent's program with its
     /// arguments, and that is how it is judged. A web server's per-connection child serves
@@ -380,11 +425,16 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
             },
         };
         let kind = info.as_ref().map(|i| &i.kind);
+        let mut entered_by: Option<u32> = None;
 
         match event {
             Event::Exec(e) => {
                 if self.procs.peek(e.ppid).is_none() {
                     self.look_up(e.ppid, now);
+                }
+                if self.unrecognised_entry(e.ppid, cgroup_id, kind) {
+                    entered_by = Some(e.ppid);
+                    self.stats.unrecognised_runtime += 1;
                 }
                 self.gone.remove(&pid);
                 let exe = escape_bytes(e.filename());
@@ -473,6 +523,9 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
             process: self.procs.peek(pid),
             cgroup: self.cgroups.get(cgroup_id).map(|c| &**c),
             pod,
+            unrecognised_runtime: entered_by
+                .and_then(|ppid| self.procs.peek(ppid))
+                .map(|p| program_name(&p.exe)),
         }
     }
 }
@@ -798,6 +851,43 @@ mod tests {
         assert_eq!(p.stats().proc_vanished, 1);
         drop(p);
         assert_eq!(proc.reads, 1, "/proc is read once for a gone pid");
+    }
+
+    #[test]
+    fn an_entry_from_a_program_that_is_no_known_runtime_is_flagged() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        proc.procs
+            .insert(700, snapshot(700, 1, "/usr/local/bin/myruntime", "/"));
+        proc.procs
+            .insert(701, snapshot(701, 1, "/usr/sbin/runc", "/"));
+        proc.procs.insert(
+            702,
+            snapshot(
+                702,
+                1,
+                "/pause",
+                &format!("/kubepods/besteffort/pod{UID}/{PAUSE}"),
+            ),
+        );
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        // Parent on the host, not a runtime: flagged with its name.
+        let exec = synth::exec(1000, 700, 0, WEB_CG, 7, b"/bin/sh", b"sh\0");
+        assert_eq!(
+            p.process(&exec, now).unrecognised_runtime,
+            Some("myruntime")
+        );
+        // runc, the containerd shim, a sibling container of the pod, a process of the same
+        // container: not entries by an unknown program.
+        for (pid, ppid) in [(1001, 701), (1002, SHIM), (1003, 702), (1004, 1000)] {
+            let exec = synth::exec(pid, ppid, 0, WEB_CG, 7, b"/bin/sh", b"sh\0");
+            assert_eq!(
+                p.process(&exec, now).unrecognised_runtime,
+                None,
+                "parent {ppid}"
+            );
+        }
+        assert_eq!(p.stats().unrecognised_runtime, 1);
     }
 
     #[test]

@@ -465,6 +465,7 @@ impl BehaviorProfile {
             lossy_nodes: l.lossy_nodes.clone(),
             entries_dropped: l.entries_dropped,
             promoted_at: l.promoted_at.as_ref().map(from_time),
+            unrecognised_runtimes: l.unrecognised_runtimes.clone(),
         };
         Ok(model::Profile {
             behavior,
@@ -541,6 +542,7 @@ impl BehaviorProfileStatus {
             events_lost: l.events_lost,
             lossy_nodes: l.lossy_nodes.clone(),
             entries_dropped: l.entries_dropped,
+            unrecognised_runtimes: l.unrecognised_runtimes.clone(),
             promoted_at: opt_time(l.promoted_at),
             next_check_at: evaluation.and_then(|e| opt_time(e.next_check)),
         };
@@ -570,6 +572,7 @@ impl From<&model::Observation> for BehaviorObservation {
             late_attach: summary(&o.late_attach),
             events_lost: o.events_lost,
             dropped: o.dropped,
+            unrecognised_runtimes: o.unrecognised_runtimes.clone(),
         };
         let mut obj = BehaviorObservation::new(&o.object_name(), spec);
         obj.metadata = ObjectMeta {
@@ -610,6 +613,12 @@ impl TryFrom<&BehaviorObservation> for model::Observation {
             late_attach: sketch(&s.late_attach),
             events_lost: s.events_lost,
             dropped: s.dropped,
+            unrecognised_runtimes: s
+                .unrecognised_runtimes
+                .iter()
+                .take(model::observation::MAX_UNRECOGNISED_RUNTIMES)
+                .cloned()
+                .collect(),
         })
     }
 }

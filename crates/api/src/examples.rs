@@ -330,6 +330,7 @@ pub fn observation() -> BehaviorObservation {
             late_attach: ReplicaSummary::default(),
             events_lost: 0,
             dropped: 0,
+            unrecognised_runtimes: vec![],
         },
     );
     o.metadata.namespace = Some("shop".into());

@@ -109,4 +109,9 @@ pub struct BehaviorObservationSpec {
     /// Entries not recorded because a category was at its limit.
     #[serde(default)]
     pub dropped: u64,
+    /// Programs outside the containers that started processes in them and that herdwatch
+    /// does not know as a container runtime: their own set-up may have been learned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4), inner(length(max = 64)))]
+    pub unrecognised_runtimes: Vec<String>,
 }

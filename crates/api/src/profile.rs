@@ -318,6 +318,11 @@ pub struct LearningStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub lossy_nodes: Vec<String>,
+    /// Programs outside the containers that started processes in them and that herdwatch
+    /// does not know as a container runtime: their own set-up may have been learned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4), inner(length(max = 64)))]
+    pub unrecognised_runtimes: Vec<String>,
     /// Entries dropped at the limits.
     #[serde(default)]
     pub entries_dropped: u64,

@@ -31,6 +31,8 @@ pub const REASON_INCOMPLETE: &str = "Incomplete";
 pub const REASON_EVENTS_LOST: &str = "EventsLost";
 /// Reason: containers started before the agent attached to them.
 pub const REASON_AGENT_ATTACHED_LATE: &str = "AgentAttachedLate";
+/// A program not known as a container runtime started processes in the containers.
+pub const REASON_UNRECOGNISED_RUNTIME: &str = "UnrecognisedRuntime";
 /// Reason: entries were dropped at a category limit.
 pub const REASON_ENTRIES_DROPPED: &str = "EntriesDropped";
 /// Reason: fewer replicas than `minReplicas` were observed.

@@ -127,6 +127,10 @@ pub struct LearningState {
     pub entries_dropped: u64,
     /// When the profile left Learning.
     pub promoted_at: Option<Timestamp>,
+    /// Programs not known as container runtimes that started processes in the workload's
+    /// containers while it learned (see [`crate::observation::Observation::unrecognised_runtimes`]).
+    #[serde(default)]
+    pub unrecognised_runtimes: Vec<String>,
 }
 
 impl LearningState {
@@ -167,6 +171,13 @@ pub enum IncompleteReason {
         /// Some of the nodes.
         nodes: Vec<String>,
     },
+    /// A program herdwatch does not know as a container runtime started processes in the
+    /// containers: what it did after its first exec there may have been learned as the
+    /// workload's.
+    UnrecognisedRuntime {
+        /// Its names (a few).
+        names: Vec<String>,
+    },
     /// Containers started before the agent attached, so their start-up was not seen.
     AgentAttachedLate {
         /// Replicas affected.
@@ -202,6 +213,7 @@ impl IncompleteReason {
         match self {
             IncompleteReason::EventsLost { .. } => cond::REASON_EVENTS_LOST,
             IncompleteReason::AgentAttachedLate { .. } => cond::REASON_AGENT_ATTACHED_LATE,
+            IncompleteReason::UnrecognisedRuntime { .. } => cond::REASON_UNRECOGNISED_RUNTIME,
             IncompleteReason::EntriesDropped { .. } => cond::REASON_ENTRIES_DROPPED,
             IncompleteReason::TooFewReplicas { .. } => cond::REASON_TOO_FEW_REPLICAS,
             IncompleteReason::MinDurationNotElapsed { .. } => cond::REASON_MIN_DURATION,
@@ -225,6 +237,11 @@ impl fmt::Display for IncompleteReason {
                 f,
                 "agents lost {events} events while learning (nodes: {}); the profile may miss behaviour, so it is not promoted: restart learning or promote by hand with autoPromote false",
                 if nodes.is_empty() { "unknown".to_owned() } else { nodes.join(", ") }
+            ),
+            IncompleteReason::UnrecognisedRuntime { names } => write!(
+                f,
+                "processes were started in the containers by {}, which herdwatch does not know as a container runtime (runc, crun, runsc, youki, a containerd shim, conmon), so its own set-up may have been learned as the workload's: check the profile's entries and promote by hand (autoPromote false), or run a known runtime",
+                names.join(", ")
             ),
             IncompleteReason::AgentAttachedLate { replicas } => write!(
                 f,
@@ -286,6 +303,11 @@ pub fn evaluate(
         incomplete.push(IncompleteReason::EventsLost {
             events: state.events_lost,
             nodes: state.lossy_nodes.clone(),
+        });
+    }
+    if !state.unrecognised_runtimes.is_empty() {
+        incomplete.push(IncompleteReason::UnrecognisedRuntime {
+            names: state.unrecognised_runtimes.clone(),
         });
     }
     if !state.late_attach.is_empty() {
@@ -491,6 +513,20 @@ mod tests {
         }
         state.restart(Timestamp(0));
         assert_eq!(state.events_lost, 0);
+    }
+
+    #[test]
+    fn an_unrecognised_runtime_blocks_promotion_and_is_named() {
+        let now = Timestamp(48 * H as i64);
+        let mut state = healthy(0);
+        state.unrecognised_runtimes = vec!["myruntime".into()];
+        let e = evaluate(Mode::Enforce, &spec(), &state, now);
+        assert_eq!(e.phase, Phase::Learning);
+        assert_eq!(reasons(&e), vec![cond::REASON_UNRECOGNISED_RUNTIME]);
+        assert_eq!(e.next_check, None, "waiting does not help");
+        let inc = condition(&e, cond::INCOMPLETE);
+        assert!(inc.message.contains("myruntime"), "{}", inc.message);
+        assert!(inc.message.contains("promote by hand"), "{}", inc.message);
     }
 
     #[test]

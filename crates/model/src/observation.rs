@@ -82,6 +82,26 @@ pub struct Observation {
     pub events_lost: u64,
     /// Entries not recorded because a category was at its limit.
     pub dropped: u64,
+    /// Programs outside the container that started processes in it and are not a container
+    /// runtime herdwatch knows ([`MAX_UNRECOGNISED_RUNTIMES`] at most, sorted): their own
+    /// set-up may have been learned as the workload's.
+    #[serde(default)]
+    pub unrecognised_runtimes: Vec<String>,
+}
+
+/// Most unrecognised runtime names an observation or a profile keeps.
+pub const MAX_UNRECOGNISED_RUNTIMES: usize = 4;
+
+/// Adds `name` to a sorted, bounded list of names; whether it was new.
+pub fn note_name(names: &mut Vec<String>, name: &str) -> bool {
+    match names.binary_search_by(|n| n.as_str().cmp(name)) {
+        Ok(_) => false,
+        Err(_) if names.len() >= MAX_UNRECOGNISED_RUNTIMES => false,
+        Err(at) => {
+            names.insert(at, name.to_owned());
+            true
+        }
+    }
 }
 
 /// The process entry learning records for `p` running as `uid`: its exact executable and
@@ -155,7 +175,18 @@ impl Observation {
             late_attach: WorkloadReplicas::new(),
             events_lost: 0,
             dropped: 0,
+            unrecognised_runtimes: Vec::new(),
         }
+    }
+
+    /// Notes that `runtime`, a program herdwatch does not know as a container runtime,
+    /// started a process in the container. Returns whether that is new.
+    pub fn note_unrecognised_runtime(&mut self, runtime: &str, now: Timestamp) -> bool {
+        let changed = note_name(&mut self.unrecognised_runtimes, runtime);
+        if changed {
+            self.updated = now;
+        }
+        changed
     }
 
     /// The `BehaviorObservation` object name: readable owner and node, plus a stable hash of
@@ -317,6 +348,9 @@ impl Observation {
         let mut new = report.changed();
         new |= combined.replicas.merge(&self.replicas);
         new |= combined.late_attach.merge(&self.late_attach);
+        for name in &self.unrecognised_runtimes {
+            new |= note_name(&mut combined.unrecognised_runtimes, name);
+        }
         combined.events_lost = earlier.events_lost.saturating_add(self.events_lost);
         combined.dropped = earlier
             .dropped
@@ -655,6 +689,38 @@ mod tests {
         let relative = Event::exec(Process::root_in_image("lookup", &argv));
         assert!(!o.observe(&relative, ReplicaId(1), Timestamp(1000), &Limits::DEFAULT));
         assert!(o.behavior.processes.is_empty());
+    }
+
+    #[test]
+    fn unrecognised_runtimes_are_a_bounded_sorted_set_that_survives_a_restart() {
+        let mut o = Observation::new(key(), "sha256:aaaa", "node-a", Timestamp(0));
+        assert!(o.note_unrecognised_runtime("zrt", Timestamp(1)));
+        assert!(o.note_unrecognised_runtime("art", Timestamp(2)));
+        assert!(
+            !o.note_unrecognised_runtime("art", Timestamp(3)),
+            "known already"
+        );
+        assert_eq!(o.updated, Timestamp(2));
+        for i in 0..10 {
+            o.note_unrecognised_runtime(&format!("rt{i}"), Timestamp(4));
+        }
+        assert_eq!(o.unrecognised_runtimes.len(), MAX_UNRECOGNISED_RUNTIMES);
+        assert_eq!(&o.unrecognised_runtimes[..2], ["art", "rt0"]);
+
+        // An agent restarted keeps what it published before, and publishes a new name.
+        let mut earlier = Observation::new(key(), "sha256:aaaa", "node-a", Timestamp(0));
+        earlier.note_unrecognised_runtime("art", Timestamp(1));
+        let mut fresh = Observation::new(key(), "sha256:aaaa", "node-a", Timestamp(9));
+        assert!(
+            !fresh.clone().absorb(&earlier, &Limits::DEFAULT),
+            "nothing new"
+        );
+        fresh.note_unrecognised_runtime("new", Timestamp(9));
+        assert!(
+            fresh.absorb(&earlier, &Limits::DEFAULT),
+            "a new name needs publishing"
+        );
+        assert_eq!(fresh.unrecognised_runtimes, ["art", "new"]);
     }
 
     #[test]

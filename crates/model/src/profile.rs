@@ -175,6 +175,9 @@ impl Profile {
         if learning {
             self.learning.replicas.merge(&obs.replicas);
             self.learning.late_attach.merge(&obs.late_attach);
+            for name in &obs.unrecognised_runtimes {
+                crate::observation::note_name(&mut self.learning.unrecognised_runtimes, name);
+            }
             self.learning.note_loss(&obs.node, obs.events_lost);
             // Maxima rather than sums, so that merging the same observation again does not
             // count its drops twice.

@@ -337,6 +337,29 @@ impl Learner {
         changed
     }
 
+    /// Notes that `runtime`, a program not known as a container runtime, started a process
+    /// in `container_id` (a container of `pod`). Returns whether its observation changed.
+    pub fn note_unrecognised_runtime(
+        &mut self,
+        container_id: &Arc<str>,
+        pod: &PodMeta,
+        container: &ContainerMeta,
+        runtime: &str,
+        now: Timestamp,
+    ) -> bool {
+        let Some(slot) = self.slot(container_id, pod, container, now) else {
+            return false;
+        };
+        let Some(t) = self.entry(&slot.key, pod.workload.uid.as_deref(), now) else {
+            return false;
+        };
+        let changed = t.obs.note_unrecognised_runtime(runtime, now);
+        if changed {
+            t.touch(now);
+        }
+        changed
+    }
+
     /// Brings replicas and late attachment up to date with the pods of this node, and
     /// forgets containers and idle observations that are gone.
     pub fn sync_pods<'p>(
