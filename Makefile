@@ -39,9 +39,10 @@ shellcheck:
 lint: fmt-check clippy shellcheck
 
 # The end-to-end tests need the local cluster: they run in e2e-test, not here. The kernel
-# tests run a real runc container (runc, and busybox-static for its rootfs).
+# tests run a real runc container (runc, and busybox-static for its rootfs) and the pods'
+# static pause program (gcc and libc6-dev build it).
 unit-test: toolchain
-	@bash -c 'source e2e/cluster/lib/common.sh && ensure_debs /usr/sbin/runc:runc /bin/busybox:busybox-static'
+	@bash -c 'source e2e/cluster/lib/common.sh && ensure_debs /usr/sbin/runc:runc /bin/busybox:busybox-static gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev'
 	cargo test --workspace --exclude herdwatch-e2e
 
 # The whole suite: lints, generated-file drift, unit and kernel tests (as root), the chart,

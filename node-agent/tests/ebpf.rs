@@ -34,6 +34,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 const NR_EXECVE: u32 = 59;
 const NR_EXIT_GROUP: u32 = 231;
+const NR_RT_SIGACTION: u32 = 13;
 const NR_SETUID: u32 = 105;
 
 fn assert_root() {
@@ -1787,13 +1788,26 @@ fn a_runc_containers_set_up_is_not_its_workload() {
         runtime_execs.is_empty(),
         "runc's own re-exec was reported as the container's: {runtime_execs:?}"
     );
-    let setup = syscall_names(&mine, &RUNTIME_SETUP_SYSCALLS);
+    assert_no_runtime_setup(&mine, &bundle);
+    // The workload's own calls are reported.
+    let seen = syscall_nrs(&mine);
+    assert!(
+        seen.contains(&NR_EXECVE) && seen.contains(&NR_EXIT_GROUP),
+        "the workload's execve (sh running cat) and exit_group are reported: {seen:?}"
+    );
+}
+
+/// What runc does in the container's cgroup before the entrypoint's exec (mounts, pivot,
+/// namespaces, its own files, id and capability changes) was reported as none of the
+/// container's.
+fn assert_no_runtime_setup(mine: &[Event], bundle: &Bundle) {
+    let setup = syscall_names(mine, &RUNTIME_SETUP_SYSCALLS);
     assert!(
         setup.is_empty(),
         "the runtime's set-up was reported as the container's: {setup:?}; {}",
-        describe(&mine)
+        describe(mine)
     );
-    let paths = file_paths(&mine);
+    let paths = file_paths(mine);
     let bundle_dir = bundle.dir.display().to_string();
     let runtime_files: Vec<&String> = paths
         .iter()
@@ -1803,15 +1817,70 @@ fn a_runc_containers_set_up_is_not_its_workload() {
         runtime_files.is_empty(),
         "the runtime's own files were reported as the container's: {runtime_files:?}"
     );
-    let identities: Vec<&IdentityEvent> = identities(&mine).collect();
+    let identities: Vec<&IdentityEvent> = identities(mine).collect();
     assert!(
         identities.is_empty(),
         "the runtime's capset and id changes were reported as the container's: {identities:?}"
     );
-    // The workload's own calls are reported.
+}
+
+/// The pod sandbox's process (the e2e cluster's static `pause`) run by runc: its exec is
+/// seen, and runc's set-up around it is not, as for any other entrypoint.
+#[test]
+fn a_pause_containers_set_up_is_not_its_workload() {
+    let runc = runc();
+    let cgroup = TestCgroup::new("pause");
+    let name = cgroup
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("the test cgroup has a name")
+        .to_owned();
+    let bundle = Bundle::new("pause", &["/pause"], &format!("/{name}"));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/images/pause/pause.c");
+    let gcc = Command::new("gcc")
+        .args(["-static", "-Os", "-s", "-o"])
+        .arg(bundle.dir.join("rootfs/pause"))
+        .arg(&source)
+        .output()
+        .expect("gcc is missing: apt-get install gcc libc6-dev (make unit-test installs them)");
+    assert!(gcc.status.success(), "building pause: {gcc:?}");
+    let mut h = Harness::new();
+    let id = format!("herdwatch-pause-{}", std::process::id());
+    let _ = Command::new(runc).args(["delete", "--force", &id]).output();
+    let mut container = Command::new(runc)
+        .args(["run", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting runc run");
+    h.wait_for(&cgroup, "the exec of /pause", |events| {
+        execs(events).any(|e| e.filename() == b"/pause")
+    });
+    let kill = Command::new(runc)
+        .args(["kill", &id, "TERM"])
+        .output()
+        .expect("running runc kill");
+    assert!(kill.status.success(), "runc kill: {kill:?}");
+    let status = container.wait().expect("waiting for runc run");
+    assert!(status.success(), "pause exits 0 on SIGTERM: {status}");
+    h.settle();
+
+    let mine = cgroup.events(&h.events);
+    let programs: Vec<&[u8]> = execs(&mine).map(|e| e.filename()).collect();
+    assert_eq!(
+        programs,
+        [&b"/pause"[..]],
+        "the sandbox's only exec is its own: {}",
+        describe(&mine)
+    );
+    assert_no_runtime_setup(&mine, &bundle);
+    // pause's own start-up is reported: it installs its signal handlers.
     let seen = syscall_nrs(&mine);
     assert!(
-        seen.contains(&NR_EXECVE) && seen.contains(&NR_EXIT_GROUP),
-        "the workload's execve (sh running cat) and exit_group are reported: {seen:?}"
+        seen.contains(&NR_RT_SIGACTION),
+        "pause's rt_sigaction: {seen:?}"
     );
 }
