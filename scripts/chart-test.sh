@@ -81,6 +81,10 @@ kill_env() { render "$@" | grep -A1 'name: HERDWATCH_KILL_PROCESSES' | tail -1; 
 check "the agent kills processes by default" has 'value: "true"' "$(kill_env)"
 check "agent.killProcesses=false reaches the agent" has 'value: "false"' "$(kill_env --set agent.killProcesses=false)"
 check "operator.dryRun=true stops the agents' process kills too" has 'value: "false"' "$(kill_env --set operator.dryRun=true)"
+check "each rule's process kills are limited by default" \
+  has 'value: "30"' "$(render | grep -A1 HERDWATCH_PROCESS_KILLS_PER_MINUTE)"
+check "agent.processKillsPerMinute reaches the agent" \
+  has 'value: "5"' "$(render --set agent.processKillsPerMinute=5 | grep -A1 HERDWATCH_PROCESS_KILLS_PER_MINUTE)"
 check "agent.sensitivePaths reaches the agent" \
   has 'value: "/etc/shadow,/srv/keys/\*\*"' "$(render --set 'agent.sensitivePaths={/etc/shadow,/srv/keys/**}' | grep -A1 HERDWATCH_SENSITIVE_PATHS)"
 check "the agent runs as system-node-critical by default" has 'priorityClassName: system-node-critical' "$agent"

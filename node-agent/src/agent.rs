@@ -133,6 +133,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ResponderConfig {
             capacity: args.violation_records,
             protected_namespaces: protected.clone(),
+            process_kills_per_minute: args.process_kills_per_minute,
         },
         tx,
         killer,

@@ -159,6 +159,12 @@ pub struct RunArgs {
     #[arg(long, env = "HERDWATCH_VIOLATION_QUEUE", default_value_t = 1024)]
     pub violation_queue: usize,
 
+    /// Process kills each profile and each policy may ask this agent for per minute (a
+    /// burst of as many); beyond them the offending process lives and its record says why.
+    /// Kills the kernel makes at exec are not counted. 0: no limit.
+    #[arg(long, env = "HERDWATCH_PROCESS_KILLS_PER_MINUTE", default_value_t = 30)]
+    pub process_kills_per_minute: u32,
+
     /// Kill offending processes when a profile in Enforcing or a policy rule asks for it.
     /// With false, such violations record that the kill was not done.
     #[arg(long, env = "HERDWATCH_KILL_PROCESSES", default_value_t = true, action = clap::ArgAction::Set)]

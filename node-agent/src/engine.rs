@@ -582,6 +582,7 @@ mod tests {
             ResponderConfig {
                 capacity: 64,
                 protected_namespaces: vec!["kube-system".into()],
+                process_kills_per_minute: 0,
             },
             tx,
             None,
@@ -731,6 +732,7 @@ mod tests {
             ResponderConfig {
                 capacity: 1,
                 protected_namespaces: Vec::new(),
+                process_kills_per_minute: 0,
             },
             tx,
             None,
@@ -813,6 +815,7 @@ mod tests {
             ResponderConfig {
                 capacity: 1,
                 protected_namespaces: Vec::new(),
+                process_kills_per_minute: 0,
             },
             tx,
             None,

@@ -25,6 +25,7 @@ pub mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use herdwatch_abi::Event as KernelEvent;
 use herdwatch_api::common::{FileAccess, Protocol as ApiProtocol, ResponseAction as ApiAction};
@@ -36,7 +37,7 @@ use herdwatch_api::violation::{
 };
 use herdwatch_api::BehaviorViolation;
 use herdwatch_model::net::Protocol;
-use herdwatch_model::response::{Dedup, Emit, ResponseAction, ViolationKey};
+use herdwatch_model::response::{Dedup, Emit, ResponseAction, TokenBucket, ViolationKey};
 use herdwatch_model::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use prometheus::{IntCounter, IntCounterVec};
@@ -192,6 +193,8 @@ pub enum KillOutcome {
     KilledInKernel,
     /// Not killed: it is its container's init and no rule asked for that.
     SparedInit,
+    /// Not killed: the profile or policy (named) used its process kills of the minute.
+    RateLimited(String),
     Failed(String),
 }
 
@@ -203,6 +206,7 @@ impl KillOutcome {
             KillOutcome::Killed => "killed",
             KillOutcome::KilledInKernel => "killed_in_kernel",
             KillOutcome::SparedInit => "spared_init",
+            KillOutcome::RateLimited(_) => "rate_limited",
             KillOutcome::Failed(_) => "failed",
         }
     }
@@ -212,6 +216,10 @@ impl KillOutcome {
         match self {
             KillOutcome::Failed(e) => Some(bounded(e, MAX_TEXT)),
             KillOutcome::SparedInit => Some(SPARED_INIT.to_owned()),
+            KillOutcome::RateLimited(source) => Some(bounded(
+                &format!("not killed: {source} used its process kills of this minute on this node (--process-kills-per-minute)"),
+                MAX_TEXT,
+            )),
             _ => None,
         }
     }
@@ -221,7 +229,10 @@ impl KillOutcome {
         match self {
             KillOutcome::Killed => Some(KilledBy::Agent),
             KillOutcome::KilledInKernel => Some(KilledBy::Kernel),
-            KillOutcome::NotAsked | KillOutcome::SparedInit | KillOutcome::Failed(_) => None,
+            KillOutcome::NotAsked
+            | KillOutcome::SparedInit
+            | KillOutcome::RateLimited(_)
+            | KillOutcome::Failed(_) => None,
         }
     }
 }
@@ -313,7 +324,9 @@ fn note_repeat(v: &mut BehaviorViolation, kill: &KillOutcome, now: Timestamp) {
             s.process_killed = true;
             s.process_killed_by = kill.killed_by();
         }
-        KillOutcome::Failed(_) | KillOutcome::SparedInit => s.process_kill_error = kill.error(),
+        KillOutcome::Failed(_) | KillOutcome::SparedInit | KillOutcome::RateLimited(_) => {
+            s.process_kill_error = kill.error()
+        }
     }
 }
 
@@ -336,7 +349,14 @@ pub struct ResponderConfig {
     /// Namespaces where processes are never killed (see
     /// `crate::evaluate::kernel::protected_namespaces`).
     pub protected_namespaces: Vec<String>,
+    /// Process kills per minute each profile and each policy may ask this agent for (a
+    /// burst of as many); 0 for no limit. A rule that matches far more than meant stops
+    /// killing after that, and its records say so.
+    pub process_kills_per_minute: u32,
 }
+
+/// Kill budgets kept; emptied when full (a forgotten budget starts full again).
+const MAX_KILL_BUDGETS: usize = 4096;
 
 /// The event loop's side of violations.
 pub struct Responder {
@@ -353,6 +373,9 @@ pub struct Responder {
     /// None when process kills are turned off on this agent.
     killer: Option<Box<dyn ProcessKiller>>,
     protected_namespaces: Vec<String>,
+    kills_per_minute: u32,
+    /// Per profile or policy: what is left of its process kills.
+    kill_budgets: HashMap<String, TokenBucket>,
     metrics: ResponseMetrics,
 }
 
@@ -375,6 +398,8 @@ impl Responder {
             tx,
             killer,
             protected_namespaces: config.protected_namespaces,
+            kills_per_minute: config.process_kills_per_minute,
+            kill_budgets: HashMap::new(),
             metrics,
         }
     }
@@ -384,7 +409,29 @@ impl Responder {
         self.records.len()
     }
 
-    fn kill(&mut self, findings: &[Finding], ctx: &ViolationContext) -> KillOutcome {
+    /// Takes one of `source`'s process kills; false when it has none left.
+    fn take_kill(&mut self, source: &str, now: Timestamp) -> bool {
+        if self.kills_per_minute == 0 {
+            return true;
+        }
+        if !self.kill_budgets.contains_key(source) && self.kill_budgets.len() >= MAX_KILL_BUDGETS {
+            self.kill_budgets.clear();
+        }
+        let per_minute = self.kills_per_minute;
+        self.kill_budgets
+            .entry(source.to_owned())
+            .or_insert_with(|| {
+                TokenBucket::new(per_minute, Duration::from_secs(60) / per_minute, now)
+            })
+            .try_take(now)
+    }
+
+    fn kill(
+        &mut self,
+        findings: &[Finding],
+        ctx: &ViolationContext,
+        now: Timestamp,
+    ) -> KillOutcome {
         if ctx.killed_in_kernel {
             // Nothing left to signal; recorded whatever the findings ask, since it happened.
             info!(
@@ -414,6 +461,30 @@ impl Responder {
             );
             self.count_kill(KillOutcome::SparedInit.label());
             return KillOutcome::SparedInit;
+        }
+        if self.killer.is_some() {
+            let source = findings
+                .iter()
+                .find(|f| f.kill_process)
+                .map(|f| match &f.source {
+                    Source::Profile { name, .. } => {
+                        format!("profile {}/{name}", ctx.pod.namespace)
+                    }
+                    Source::Policy { name } => format!("policy {name}"),
+                })
+                .unwrap_or_default();
+            if !self.take_kill(&source, now) {
+                warn!(
+                    pid = ctx.process.0,
+                    namespace = %ctx.pod.namespace,
+                    pod = %ctx.pod.name,
+                    %source,
+                    "not killing the offending process: its rule used its process kills of this minute"
+                );
+                let outcome = KillOutcome::RateLimited(source);
+                self.count_kill(outcome.label());
+                return outcome;
+            }
         }
         if self.protected_namespaces.contains(&ctx.pod.namespace) {
             self.count_kill("protected");
@@ -446,7 +517,10 @@ impl Responder {
                 %error,
                 "could not kill the offending process"
             ),
-            KillOutcome::NotAsked | KillOutcome::KilledInKernel | KillOutcome::SparedInit => {}
+            KillOutcome::NotAsked
+            | KillOutcome::KilledInKernel
+            | KillOutcome::SparedInit
+            | KillOutcome::RateLimited(_) => {}
         }
         let label = match (&outcome, self.killer.is_none()) {
             (KillOutcome::Failed(_), true) => "disabled",
@@ -496,7 +570,7 @@ impl Responder {
         if findings.is_empty() {
             return;
         }
-        let kill = self.kill(findings, ctx);
+        let kill = self.kill(findings, ctx, now);
         let workload = format!("{}/{}", ctx.pod.workload.kind, ctx.pod.workload.name);
         for f in findings {
             let key = violation_key(&ctx.pod, f);
@@ -583,11 +657,9 @@ mod tests {
     use crate::evaluate::tests::pod;
     use crate::proctable::{NewProcess, TableConfig};
     use crate::synth;
-    use herdwatch_model::response::TokenBucket;
     use herdwatch_model::{RuleRef, Violation};
     use prometheus::Opts;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     fn metrics() -> ResponseMetrics {
         ResponseMetrics {
@@ -807,6 +879,20 @@ mod tests {
         mpsc::Receiver<BehaviorViolation>,
         ResponseMetrics,
     ) {
+        responder_with(capacity, queue, bucket, killer, 0)
+    }
+
+    fn responder_with(
+        capacity: usize,
+        queue: usize,
+        bucket: TokenBucket,
+        killer: Option<Box<dyn ProcessKiller>>,
+        process_kills_per_minute: u32,
+    ) -> (
+        Responder,
+        mpsc::Receiver<BehaviorViolation>,
+        ResponseMetrics,
+    ) {
         let (tx, rx) = mpsc::channel(queue);
         let m = metrics();
         let dedup = Dedup::new(capacity, Duration::from_secs(30), bucket);
@@ -817,6 +903,7 @@ mod tests {
                 ResponderConfig {
                     capacity,
                     protected_namespaces: vec!["kube-system".into()],
+                    process_kills_per_minute,
                 },
                 tx,
                 killer,
@@ -1080,6 +1167,57 @@ mod tests {
             .unwrap()
             .contains("namespace kube-system is protected"));
         assert_eq!(m.kills.with_label_values(&["protected"]).get(), 1);
+    }
+
+    #[test]
+    fn each_profile_and_policy_has_its_own_kill_budget() {
+        let bucket = TokenBucket::new(1000, Duration::from_secs(1), Timestamp(0));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let killer = FakeKiller {
+            calls: calls.clone(),
+            fail: false,
+        };
+        let (mut r, mut rx, m) = responder_with(64, 64, bucket, Some(Box::new(killer)), 2);
+        let ctx = context();
+        let broad = |i: u32| {
+            let mut f = finding(
+                Source::Policy {
+                    name: "broad".into(),
+                },
+                true,
+            );
+            f.violation.subject = format!("/usr/bin/tool{i}");
+            f
+        };
+        for i in 0..3 {
+            r.respond(&[broad(i)], &ctx, Timestamp(0));
+        }
+        assert_eq!(calls.lock().unwrap().len(), 2, "two kills a minute");
+        let records: Vec<BehaviorViolation> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(records.len(), 3);
+        let limited = &records[2].spec;
+        assert!(!limited.process_killed);
+        assert!(
+            limited
+                .process_kill_error
+                .as_deref()
+                .is_some_and(|e| e.contains("policy broad used its process kills")),
+            "{limited:?}"
+        );
+        assert_eq!(m.kills.with_label_values(&["rate_limited"]).get(), 1);
+
+        // Another policy still has its own; the first gets one back after 30 s.
+        let mut other = finding(
+            Source::Policy {
+                name: "other".into(),
+            },
+            true,
+        );
+        other.violation.subject = "/usr/bin/x".into();
+        r.respond(&[other], &ctx, Timestamp(1));
+        assert_eq!(calls.lock().unwrap().len(), 3);
+        r.respond(&[broad(9)], &ctx, Timestamp(31));
+        assert_eq!(calls.lock().unwrap().len(), 4);
     }
 
     #[test]
