@@ -66,27 +66,6 @@ const SOCK_TYPE_MASK: u32 = 0xf;
 #[map]
 static SYSCALL_SEEN: LruHashMap<u64, SyscallBitmap> = LruHashMap::with_max_entries(4096, 0);
 
-/// A CPU's copy of one cgroup's bitmap. Bits are only ever set, so a stale copy can only
-/// send a syscall to the slow path, never hide one. 128 bytes (the padding past the
-/// 72 used), so that a slot's address is a shift away from its index.
-#[repr(C)]
-struct CachedBitmap {
-    cgroup_id: u64,
-    bits: [u64; SYSCALL_BITMAP_WORDS],
-    _pad: [u64; 7],
-}
-const _: () = assert!(core::mem::size_of::<CachedBitmap>() == 1 << CACHE_SLOT_SHIFT);
-
-const CACHE_SLOT_SHIFT: u32 = 7;
-/// log2 of the number of slots.
-const CACHE_INDEX_BITS: u32 = 4;
-
-/// A CPU's direct-mapped cache of bitmaps by cgroup id.
-#[repr(C)]
-struct SyscallCache {
-    slots: [CachedBitmap; 1 << CACHE_INDEX_BITS],
-}
-
 /// Per CPU, one [`SyscallCache`]. A hash map lookup costs a jhash and a bucket walk on every
 /// syscall; this costs a multiply and a load. One value holding every slot rather than one
 /// value per slot: its lookup (constant key, inlined by the verifier) does not depend on

@@ -12,7 +12,7 @@ use herdwatch_model::response::{Dedup, TokenBucket};
 use herdwatch_model::Limits;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::args::RunArgs;
 use crate::drift::DriftProbe;
@@ -202,6 +202,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 if let Some(enforcer) = &mut enforcer {
                     let wanted = engine.kernel_rules(&mut pipeline, &protected);
                     enforcer.sync(&mut capture, &wanted);
+                }
+                for cgroup_id in engine.cgroups_to_forget(&mut pipeline, now, args.report_delay) {
+                    match capture.forget_cgroup(cgroup_id) {
+                        Ok(entries) => debug!(cgroup_id, entries, "the kernel forgot what a newly judged container reported while learning"),
+                        Err(error) => warn!(cgroup_id, %error, "cannot make the kernel forget a newly judged container's first sightings"),
+                    }
                 }
                 metrics.update(&pipeline.stats(), Some(&store));
                 match (capture.lost_counts(), capture.emitted_counts()) {

@@ -165,6 +165,13 @@ pub struct RunArgs {
     #[arg(long, env = "HERDWATCH_PROCESS_KILLS_PER_MINUTE", default_value_t = 30)]
     pub process_kills_per_minute: u32,
 
+    /// How late the operator still learns what agents saw before a promotion (its own
+    /// --report-delay). That long after a profile is promoted, the agent makes the kernel
+    /// forget what the profile's containers reported while learning, so that whatever never
+    /// reached the profile is reported, and judged, the next time it happens.
+    #[arg(long, env = "HERDWATCH_REPORT_DELAY", default_value = "30s", value_parser = parse_duration_arg)]
+    pub report_delay: Duration,
+
     /// Kill offending processes when a profile in Enforcing or a policy rule asks for it.
     /// With false, such violations record that the kill was not done.
     #[arg(long, env = "HERDWATCH_KILL_PROCESSES", default_value_t = true, action = clap::ArgAction::Set)]

@@ -20,7 +20,7 @@
 //! [`crate::evaluate::kernel`]); an exec the kernel killed arrives flagged and is recorded
 //! as killed in the kernel rather than killed again.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,9 @@ pub struct Engine {
     deferred: VecDeque<Deferred>,
     /// Pod store generation at the last replay.
     replayed_at: u64,
+    /// (cgroup, profile uid) pairs whose first-sighting state was forgotten once the
+    /// profile judged them (see [`Engine::cgroups_to_forget`]).
+    forgotten: HashSet<(u64, String)>,
     stats: EngineStats,
 }
 
@@ -108,6 +111,7 @@ impl Engine {
             pods,
             deferred: VecDeque::new(),
             replayed_at: 0,
+            forgotten: HashSet::new(),
             stats: EngineStats::default(),
         }
     }
@@ -407,32 +411,56 @@ impl Engine {
     /// rules [`Evaluator::exec_rules`] gives that container. Cgroups of the host, of pods'
     /// sandboxes, of containers no pod claims yet, and of containers whose processes are
     /// all gone get nothing: the kernel never kills there.
+    /// The container cgroups whose kernel first-sighting state should be forgotten now:
+    /// those judged by a profile promoted at least `report_delay` ago (the operator still
+    /// learns what arrives in that time), once per cgroup and profile. What a container did
+    /// while its profile learned, and that never reached the profile (an entry dropped at a
+    /// limit, an event lost), is then reported again the next time it happens, and judged,
+    /// as it is in every container started after the promotion.
+    pub fn cgroups_to_forget<C: CgroupSource, P: ProcSource>(
+        &mut self,
+        pipeline: &mut Pipeline<C, P>,
+        now: Timestamp,
+        report_delay: Duration,
+    ) -> Vec<u64> {
+        const MAX_FORGOTTEN: usize = 65_536;
+        let pods_generation = self.pods.generation();
+        let mut out = Vec::new();
+        for (cgroup_id, c) in live_containers(pipeline) {
+            let Some(a) = self.pods.read(|index| index.lookup(&c)) else {
+                continue;
+            };
+            let Some(meta) = a.container() else {
+                continue;
+            };
+            let Some((uid, promoted)) =
+                self.evaluator
+                    .judged_since(&c.id, pods_generation, &a.pod, meta)
+            else {
+                continue;
+            };
+            if now < promoted + report_delay {
+                continue;
+            }
+            if self.forgotten.len() >= MAX_FORGOTTEN {
+                self.forgotten.clear();
+            }
+            if self.forgotten.insert((cgroup_id, uid)) {
+                out.push(cgroup_id);
+            }
+        }
+        out
+    }
+
     pub fn kernel_rules<C: CgroupSource, P: ProcSource>(
         &mut self,
         pipeline: &mut Pipeline<C, P>,
         protected: &[String],
     ) -> BTreeMap<u64, Arc<ExecRules>> {
-        let live: BTreeSet<u64> = pipeline
-            .processes()
-            .iter()
-            .filter(|p| !p.exited && p.container.is_some())
-            .map(|p| p.cgroup_id)
-            .collect();
         let pods_generation = self.pods.generation();
         let mut out = BTreeMap::new();
-        for cgroup_id in live {
-            let Some(info) = pipeline.cgroups().get(cgroup_id).cloned() else {
-                continue;
-            };
-            let Some(c) = info.kind.container() else {
-                continue;
-            };
-            // An exit the kernel could not report leaves a process behind in the table;
-            // its cgroup may be gone.
-            if pipeline.cgroups_mut().source_mut().id_of(&info.path) != Some(cgroup_id) {
-                continue;
-            }
-            let Some(a) = self.pods.read(|index| index.lookup(c)) else {
+        for (cgroup_id, c) in live_containers(pipeline) {
+            let Some(a) = self.pods.read(|index| index.lookup(&c)) else {
                 continue;
             };
             let Some(meta) = a.container() else {
@@ -447,6 +475,34 @@ impl Engine {
         }
         out
     }
+}
+
+/// The container cgroups that hold a live process and still exist, with their container.
+fn live_containers<C: CgroupSource, P: ProcSource>(
+    pipeline: &mut Pipeline<C, P>,
+) -> Vec<(u64, ContainerRef)> {
+    let live: BTreeSet<u64> = pipeline
+        .processes()
+        .iter()
+        .filter(|p| !p.exited && p.container.is_some())
+        .map(|p| p.cgroup_id)
+        .collect();
+    let mut out = Vec::new();
+    for cgroup_id in live {
+        let Some(info) = pipeline.cgroups().get(cgroup_id).cloned() else {
+            continue;
+        };
+        let Some(c) = info.kind.container() else {
+            continue;
+        };
+        // An exit the kernel could not report leaves a process behind in the table; its
+        // cgroup may be gone.
+        if pipeline.cgroups_mut().source_mut().id_of(&info.path) != Some(cgroup_id) {
+            continue;
+        }
+        out.push((cgroup_id, c.clone()));
+    }
+    out
 }
 
 fn ancestors(table: &ProcessTable, pid: u32) -> Vec<herdwatch_api::violation::Ancestor> {
@@ -866,6 +922,28 @@ mod tests {
         let rules = engine.kernel_rules(&mut pipeline, &[]);
         assert_eq!(rules[&WEB_CG].allow, None);
         assert!(!rules[&WEB_CG].deny_names.is_empty());
+
+        // Promoted at 100: the kernel forgets the container's first sightings once, when the
+        // operator no longer learns what was seen before the promotion.
+        let mut promoted = profile(Phase::Enforcing, "3", "/usr/sbin/nginx");
+        if let Some(status) = promoted.status.as_mut() {
+            status.learning.promoted_at = Some(herdwatch_api::convert::to_time(Timestamp(100)));
+        }
+        eval.update(|s| s.profiles = compile_profiles(&[Arc::new(promoted)], &s.profiles).0);
+        let delay = Duration::from_secs(30);
+        assert!(engine
+            .cgroups_to_forget(&mut pipeline, Timestamp(120), delay)
+            .is_empty());
+        assert_eq!(
+            engine.cgroups_to_forget(&mut pipeline, Timestamp(130), delay),
+            [WEB_CG]
+        );
+        assert!(
+            engine
+                .cgroups_to_forget(&mut pipeline, Timestamp(500), delay)
+                .is_empty(),
+            "once per cgroup and profile"
+        );
 
         // The cgroup disappears although the table still has a process in it (its exit
         // was lost), then the container's last process exits.

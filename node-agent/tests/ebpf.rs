@@ -553,6 +553,52 @@ fn raw_and_packet_sockets_are_reported_as_their_own_syscalls() {
     );
 }
 
+/// After the agent forgets a cgroup, what it does is reported once more: the same program
+/// run again reports its syscalls and its file again, where without forgetting it reports
+/// nothing new.
+#[test]
+fn a_forgotten_cgroup_reports_its_behaviour_again() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("forget");
+    let run = |h: &mut Harness| {
+        let (pid, _) = cgroup.run("/bin/sh", &["-c", "exec /bin/cat /etc/hostname"]);
+        h.wait_for(&cgroup, "the exit of cat", |events| exited(events, pid));
+        h.settle();
+    };
+    let reported = |h: &Harness| {
+        let mine = cgroup.events(&h.events);
+        let opens = files(&mine)
+            .filter(|f| f.path() == b"/etc/hostname")
+            .count();
+        (
+            syscall_nrs(&mine)
+                .iter()
+                .filter(|n| **n == NR_EXECVE)
+                .count(),
+            opens,
+        )
+    };
+    run(&mut h);
+    assert_eq!(reported(&h), (1, 1), "first run: execve and the open once");
+    run(&mut h);
+    assert_eq!(reported(&h), (1, 1), "the same again is not reported");
+
+    let forgotten = h
+        .capture
+        .forget_cgroup(cgroup.id)
+        .expect("forgetting the cgroup");
+    assert!(
+        forgotten >= 2,
+        "the bitmap and the file entry at least: {forgotten}"
+    );
+    run(&mut h);
+    assert_eq!(
+        reported(&h),
+        (2, 2),
+        "after forgetting, both are reported once more"
+    );
+}
+
 #[test]
 fn tcp_connect_to_loopback_is_seen_for_ipv4_and_ipv6() {
     let mut h = Harness::new();

@@ -47,6 +47,8 @@ pub const SYSCALL_SEEN_MAP: &str = "SYSCALL_SEEN";
 pub const NET_SEEN_MAP: &str = "NET_SEEN";
 /// Name of the LRU hash of file first sightings ([`FileKey`] → u8).
 pub const FILE_SEEN_MAP: &str = "FILE_SEEN";
+/// Name of the per-CPU cache of [`SYSCALL_SEEN_MAP`] entries ([`SyscallCache`]).
+pub const SYSCALL_CACHE_MAP: &str = "SYSCALL_CACHE";
 /// Name of the read-only global the loader fills with this kernel's [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the hash of cgroups under in-kernel enforcement (cgroup id → [`Enforcement`]).
@@ -416,6 +418,31 @@ pub struct SyscallBitmap {
     pub bits: [u64; SYSCALL_BITMAP_WORDS],
 }
 const _: () = assert!(size_of::<SyscallBitmap>() == 64);
+
+/// A CPU's copy of one cgroup's syscall bitmap. Bits are only ever set by the kernel, so a
+/// stale copy can only send a syscall to the slow path, never hide one. 128 bytes (the
+/// padding past the 72 used), so that a slot's address is a shift away from its index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CachedBitmap {
+    pub cgroup_id: u64,
+    pub bits: [u64; SYSCALL_BITMAP_WORDS],
+    pub _pad: [u64; 7],
+}
+/// log2 of [`CachedBitmap`]'s size.
+pub const CACHE_SLOT_SHIFT: u32 = 7;
+const _: () = assert!(size_of::<CachedBitmap>() == 1 << CACHE_SLOT_SHIFT);
+/// log2 of the number of slots of a [`SyscallCache`].
+pub const CACHE_INDEX_BITS: u32 = 4;
+
+/// Value of the per-CPU [`SYSCALL_CACHE_MAP`]: a direct-mapped cache of bitmaps by cgroup id
+/// (slot: the Fibonacci hash of the id's top [`CACHE_INDEX_BITS`] bits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallCache {
+    pub slots: [CachedBitmap; 1 << CACHE_INDEX_BITS],
+}
+const _: () = assert!(size_of::<SyscallCache>() == (1 << CACHE_INDEX_BITS) << CACHE_SLOT_SHIFT);
 
 /// Key of the network first-sighting LRU map.
 #[repr(C)]

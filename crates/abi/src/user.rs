@@ -9,6 +9,7 @@ use std::vec::Vec;
 // explicit padding fields (checked by the size asserts in lib.rs), so any bit pattern is a
 // valid value and there are no uninitialised bytes.
 unsafe impl aya::Pod for SyscallBitmap {}
+unsafe impl aya::Pod for SyscallCache {}
 unsafe impl aya::Pod for NetKey {}
 unsafe impl aya::Pod for FileKey {}
 unsafe impl aya::Pod for KernelOffsets {}

@@ -25,13 +25,13 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 use herdwatch_abi::{
-    decode, Enforcement, Event, ExeKey, ExeVerdict, EMITTED_MAP, ENFORCE_MAP, EVENTS_MAP,
-    EVENT_KIND_SLOTS, EXE_RULES_MAP, FILE_SEEN_MAP, LOST_MAP, NET_SEEN_MAP, OFFSETS_GLOBAL,
-    SYSCALL_SEEN_MAP,
+    decode, CachedBitmap, Enforcement, Event, ExeKey, ExeVerdict, FileKey, NetKey, SyscallBitmap,
+    SyscallCache, EMITTED_MAP, ENFORCE_MAP, EVENTS_MAP, EVENT_KIND_SLOTS, EXE_RULES_MAP,
+    FILE_SEEN_MAP, LOST_MAP, NET_SEEN_MAP, OFFSETS_GLOBAL, SYSCALL_CACHE_MAP, SYSCALL_SEEN_MAP,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -136,6 +136,11 @@ pub struct Capture {
     emitted: PerCpuArray<MapData, u64>,
     enforce: HashMap<MapData, u64, Enforcement>,
     exe_rules: HashMap<MapData, ExeKey, ExeVerdict>,
+    /// The first-sighting state, which [`Capture::forget_cgroup`] clears for one cgroup.
+    syscall_seen: HashMap<MapData, u64, SyscallBitmap>,
+    syscall_cache: PerCpuArray<MapData, SyscallCache>,
+    file_seen: HashMap<MapData, FileKey, u8>,
+    net_seen: HashMap<MapData, NetKey, u8>,
     decode_errors: u64,
     map_memory_bytes: u64,
     /// Owns the programs and their links: dropping it detaches them. Declared last so it
@@ -229,6 +234,17 @@ impl Capture {
                 }
             })?;
 
+        let map = |ebpf: &mut Ebpf, name: &'static str| take_map(ebpf, name);
+        let err = |map: &'static str| move |source| CaptureError::Map { map, source };
+        let syscall_seen =
+            HashMap::try_from(map(&mut ebpf, SYSCALL_SEEN_MAP)?).map_err(err(SYSCALL_SEEN_MAP))?;
+        let syscall_cache = PerCpuArray::try_from(map(&mut ebpf, SYSCALL_CACHE_MAP)?)
+            .map_err(err(SYSCALL_CACHE_MAP))?;
+        let file_seen =
+            HashMap::try_from(map(&mut ebpf, FILE_SEEN_MAP)?).map_err(err(FILE_SEEN_MAP))?;
+        let net_seen =
+            HashMap::try_from(map(&mut ebpf, NET_SEEN_MAP)?).map_err(err(NET_SEEN_MAP))?;
+
         Ok(Capture {
             polled: None,
             ring: Some(ring),
@@ -236,6 +252,10 @@ impl Capture {
             emitted,
             enforce,
             exe_rules,
+            syscall_seen,
+            syscall_cache,
+            file_seen,
+            net_seen,
             decode_errors: 0,
             map_memory_bytes,
             _ebpf: ebpf,
@@ -320,6 +340,70 @@ impl Capture {
     /// does not change after loading.
     pub fn map_memory_bytes(&self) -> u64 {
         self.map_memory_bytes
+    }
+
+    /// Forgets what the kernel has reported of `cgroup_id` (its syscalls, files and
+    /// peers), so that each is reported once more the next time it happens. The agent does
+    /// this when a container's profile starts judging: something the container did while
+    /// learning that never reached the profile would otherwise never be reported, and so
+    /// never judged, in that container again. Returns how many entries were forgotten.
+    pub fn forget_cgroup(&mut self, cgroup_id: u64) -> Result<usize, CaptureError> {
+        let mut forgotten = 0;
+        // The shared bitmap first, then the CPUs' copies: a copy refreshed in between
+        // comes from the emptied bitmap.
+        if self.syscall_seen.remove(&cgroup_id).is_ok() {
+            forgotten += 1;
+        }
+        let cache_error = |source| CaptureError::Map {
+            map: SYSCALL_CACHE_MAP,
+            source,
+        };
+        let mut caches: Vec<SyscallCache> = self
+            .syscall_cache
+            .get(&0, 0)
+            .map_err(cache_error)?
+            .iter()
+            .copied()
+            .collect();
+        let mut touched = false;
+        for cache in &mut caches {
+            for slot in cache.slots.iter_mut().filter(|s| s.cgroup_id == cgroup_id) {
+                *slot = CachedBitmap::default();
+                touched = true;
+            }
+        }
+        if touched {
+            let values = PerCpuValues::try_from(caches).map_err(|e| {
+                cache_error(MapError::IoError(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    e,
+                )))
+            })?;
+            self.syscall_cache.set(0, values, 0).map_err(cache_error)?;
+        }
+        let files: Vec<FileKey> = self
+            .file_seen
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.cgroup_id == cgroup_id)
+            .collect();
+        for key in &files {
+            if self.file_seen.remove(key).is_ok() {
+                forgotten += 1;
+            }
+        }
+        let peers: Vec<NetKey> = self
+            .net_seen
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.cgroup_id == cgroup_id)
+            .collect();
+        for key in &peers {
+            if self.net_seen.remove(key).is_ok() {
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 }
 

@@ -57,6 +57,8 @@ pub struct CompiledProfile {
     pub kill_process: bool,
     /// A container's init (PID 1) too.
     pub kill_container_init: bool,
+    /// When it left Learning (the status's `learning.promotedAt`).
+    pub promoted_at: Option<herdwatch_model::Timestamp>,
     /// The allow list of its process entries as the kernel can apply it.
     pub kernel_allow: KernelAllow,
 }
@@ -213,6 +215,11 @@ pub fn compile_profiles(
                     && phase == Phase::Enforcing
                     && !response.dry_run,
                 kill_container_init: response.kill_container_init,
+                promoted_at: p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.learning.promoted_at.as_ref())
+                    .map(herdwatch_api::convert::from_time),
             }),
         );
     }
@@ -396,6 +403,24 @@ impl Evaluator {
     /// caller has attributed): the allow list of its profile when that profile kills
     /// processes, and what the selecting policies deny with `killProcess`. Nothing for a
     /// namespace outside the scope or in `protected`, where nothing is ever killed.
+    /// The uid of the profile that judges this container and when it was promoted, when one
+    /// does (Monitoring or Enforcing).
+    pub fn judged_since(
+        &mut self,
+        container_id: &Arc<str>,
+        pods_generation: u64,
+        pod: &PodMeta,
+        container: &ContainerMeta,
+    ) -> Option<(String, herdwatch_model::Timestamp)> {
+        self.refresh(container_id, pods_generation, pod, container);
+        let (_, applicable) = self.cache.get(container_id)?;
+        let p = applicable
+            .profile
+            .as_ref()
+            .filter(|_| applicable.in_scope)?;
+        Some((p.uid.clone(), p.promoted_at?))
+    }
+
     pub fn exec_rules(
         &mut self,
         container_id: &Arc<str>,
