@@ -58,6 +58,9 @@ pub struct EngineStats {
     pub deferred: u64,
     /// Kept events whose pod never claimed their container in time, or that did not fit.
     pub deferred_dropped: u64,
+    /// Container cgroups whose first sightings were forgotten (see
+    /// [`Engine::cgroups_to_forget`]).
+    pub forgotten: u64,
 }
 
 /// An event of a container no known pod claims yet, with what judging it needs.
@@ -447,6 +450,7 @@ impl Engine {
             }
             if self.forgotten.insert((cgroup_id, uid)) {
                 out.push(cgroup_id);
+                self.stats.forgotten += 1;
             }
         }
         out

@@ -122,6 +122,7 @@ pub struct AgentCounters {
     learn_over_capacity: Mirrored,
     deferred: Mirrored,
     deferred_dropped: Mirrored,
+    forgotten: Mirrored,
     profiles: IntGauge,
     policies: IntGauge,
     violation_records: IntGauge,
@@ -209,6 +210,11 @@ impl AgentCounters {
                 "herdwatch_agent_events_deferred_dropped_total",
                 "Kept events no pod claimed in time (or that did not fit), dropped unjudged.",
             )?,
+            forgotten: counter(
+                r,
+                "herdwatch_agent_cgroups_forgotten_total",
+                "Containers whose first sightings the kernel forgot once their profile judged them, so that what learning missed is reported again.",
+            )?,
             profiles: gauge(r, "herdwatch_agent_profiles_judging", "BehaviorProfiles in Monitoring or Enforcing the agent judges events by.")?,
             policies: gauge(r, "herdwatch_agent_policies", "ClusterBehaviorPolicies the agent judges events by.")?,
             violation_records: gauge(
@@ -234,6 +240,7 @@ impl AgentCounters {
         self.learn_over_capacity.set_total(learn.over_capacity);
         self.deferred.set_total(engine.deferred);
         self.deferred_dropped.set_total(engine.deferred_dropped);
+        self.forgotten.set_total(engine.forgotten);
         self.profiles.set(clamp(judging.0 as u64));
         self.policies.set(clamp(judging.1 as u64));
         self.violation_records.set(clamp(records as u64));
