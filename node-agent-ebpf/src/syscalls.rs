@@ -21,8 +21,9 @@ use aya_ebpf::{
 };
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
-    EventKind, SyscallBitmap, SyscallEvent, AF_INET, AF_INET6, MAX_SYSCALL_NR,
-    SYSCALL_BITMAP_WORDS, SYSCALL_PACKET_SOCKET, SYSCALL_RAW_SOCKET,
+    CachedBitmap, EventKind, SyscallBitmap, SyscallCache, SyscallEvent, AF_INET, AF_INET6,
+    CACHE_INDEX_BITS, MAX_SYSCALL_NR, SYSCALL_BITMAP_WORDS, SYSCALL_PACKET_SOCKET,
+    SYSCALL_RAW_SOCKET,
 };
 
 use crate::common::{current_cgroup_id, reserve, submit, write_header, Actor};
