@@ -337,8 +337,10 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
 
     // Each field is read on its own: one that cannot be read is left empty rather than the
     // whole exec lost.
-    let ppid = kread::<usize>(task, off!(task_real_parent))
-        .and_then(|parent| kread::<u32>(parent, off!(task_tgid)))
+    let parent = kread::<usize>(task, off!(task_real_parent)).unwrap_or(0);
+    let ppid = kread::<u32>(parent, off!(task_tgid)).unwrap_or(0);
+    let parent_start_time_ns = kread::<usize>(parent, off!(task_group_leader))
+        .and_then(|leader| kread::<u64>(leader, off!(task_start_boottime)))
         .unwrap_or(0);
     let (euid, egid) = effective_ids(task).unwrap_or((u32::MAX, u32::MAX));
     let start_time_ns = kread::<u64>(task, off!(task_start_boottime)).unwrap_or(0);
@@ -355,6 +357,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
         addr_of_mut!((*event).euid).write(euid);
         addr_of_mut!((*event).egid).write(egid);
         addr_of_mut!((*event).start_time_ns).write(start_time_ns);
+        addr_of_mut!((*event).parent_start_time_ns).write(parent_start_time_ns);
         let mut flags = read_program(task, bprm, event);
         // For the record only: the kill below judges by path and arguments alone.
         let (file_name_len, truncated) = read_file_name(bprm, addr_of_mut!((*event).file_name));

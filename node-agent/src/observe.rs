@@ -961,6 +961,7 @@ mod tests {
             filename_len: 0,
             argv_len: 0,
             start_time_ns: 1,
+            parent_start_time_ns: 0,
             filename: [0; MAX_PATH],
             argv: [0; MAX_ARGV],
             file_name_len: 0,

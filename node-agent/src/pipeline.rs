@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::idhash::{IdMap, IdSet};
 use crate::pods::{PodAttribution, PodStore};
 use crate::procfs::{ProcReadError, ProcSnapshot, ProcSource};
-use crate::proctable::{NewProcess, Process, ProcessTable, TableStats};
+use crate::proctable::{same_start, NewProcess, Process, ProcessTable, TableStats};
 
 /// Why an event was not fully attributed. The label values of
 /// `herdwatch_agent_attribution_failures_total`.
@@ -314,11 +314,23 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
     /// When an exec in a container (`kind`, cgroup `cgroup_id`) has a parent outside the
     /// container and outside its pod (the kernel's own test for the runtime's entry), and that
     /// parent's program is no known runtime: its name.
-    fn unrecognised_entry(&self, ppid: u32, cgroup_id: u64, kind: Option<&CgroupKind>) -> bool {
+    fn unrecognised_entry(
+        &self,
+        ppid: u32,
+        parent_start_time_ns: u64,
+        cgroup_id: u64,
+        kind: Option<&CgroupKind>,
+    ) -> bool {
         let Some(container) = kind.and_then(CgroupKind::container) else {
             return false;
         };
-        let Some(parent) = self.procs.peek(ppid) else {
+        // Only the parent the kernel named: the same pid and the same start time. Pids are
+        // reused within minutes on a busy node (pid_max is often 32768), and the entry of an
+        // earlier owner of the pid (whose exit was missed) would name a program that never
+        // went near the container.
+        let Some(parent) = self.procs.peek(ppid).filter(|p| {
+            parent_start_time_ns != 0 && same_start(p.start_time_ns, parent_start_time_ns)
+        }) else {
             return false;
         };
         if parent.cgroup_id == cgroup_id {
@@ -432,7 +444,7 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
                 if self.procs.peek(e.ppid).is_none() {
                     self.look_up(e.ppid, now);
                 }
-                if self.unrecognised_entry(e.ppid, cgroup_id, kind) {
+                if self.unrecognised_entry(e.ppid, e.parent_start_time_ns, cgroup_id, kind) {
                     entered_by = Some(e.ppid);
                     self.stats.unrecognised_runtime += 1;
                 }
@@ -871,8 +883,20 @@ mod tests {
         );
         let mut p = pipeline(&mut cg, &mut proc, None);
         let now = Instant::now();
+        let with_parent_start = |mut exec: Event, start: u64| {
+            if let Event::Exec(e) = &mut exec {
+                e.parent_start_time_ns = start;
+            }
+            exec
+        };
+        // The kernel names a parent that started at another time than the process the
+        // table has under that pid: another owner of the pid, not the parent.
+        let exec = synth::exec(999, 700, 0, WEB_CG, 7, b"/bin/sh", b"sh\0");
+        let exec = with_parent_start(exec, 5_000_000_000);
+        assert_eq!(p.process(&exec, now).unrecognised_runtime, None);
         // Parent on the host, not a runtime: flagged with its name.
         let exec = synth::exec(1000, 700, 0, WEB_CG, 7, b"/bin/sh", b"sh\0");
+        let exec = with_parent_start(exec, 700_000_000_000);
         assert_eq!(
             p.process(&exec, now).unrecognised_runtime,
             Some("myruntime")
@@ -880,7 +904,14 @@ mod tests {
         // runc, the containerd shim, a sibling container of the pod, a process of the same
         // container: not entries by an unknown program.
         for (pid, ppid) in [(1001, 701), (1002, SHIM), (1003, 702), (1004, 1000)] {
+            // The table's start times: /proc's for the seeded ones, the exec's for 1000.
+            let start = if ppid == 1000 {
+                7
+            } else {
+                u64::from(ppid) * 1_000_000_000
+            };
             let exec = synth::exec(pid, ppid, 0, WEB_CG, 7, b"/bin/sh", b"sh\0");
+            let exec = with_parent_start(exec, start);
             assert_eq!(
                 p.process(&exec, now).unrecognised_runtime,
                 None,

@@ -53,6 +53,7 @@ pub fn exec(
         filename_len: 0,
         argv_len: 0,
         start_time_ns,
+        parent_start_time_ns: 0,
         filename: [0; MAX_PATH],
         argv: [0; MAX_ARGV],
         file_name_len: 0,

@@ -345,6 +345,22 @@ fn exec_is_seen_with_path_argv_uid_and_parent() {
         "the test process is the parent"
     );
     assert!(echo.start_time_ns > 0 && echo.start_time_ns <= echo.header.ktime_ns);
+    // The parent's start time is this test process's (its leader's, whichever thread
+    // spawned the child), as /proc says it: within a clock tick.
+    let stat = fs::read_to_string("/proc/self/stat").expect("reading /proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[19].parse().expect("starttime");
+    let own_start_ns = ticks * 10_000_000;
+    assert!(
+        echo.parent_start_time_ns.abs_diff(own_start_ns) <= 20_000_000,
+        "parent start {} vs /proc {own_start_ns}",
+        echo.parent_start_time_ns
+    );
     // The process before it (same pid) ran setpriv as root.
     let setpriv = execs(&mine)
         .find(|e| e.filename() == b"/usr/bin/setpriv")

@@ -160,6 +160,10 @@ pub struct ExecEvent {
     /// which counts it in clock ticks): with the pid it identifies a process even after pid
     /// reuse.
     pub start_time_ns: u64,
+    /// The start time of the real parent's process (its thread group leader's), the same
+    /// clock: with `ppid` it says which process the parent is, even after its pid was reused
+    /// or its exit missed. 0 when it could not be read.
+    pub parent_start_time_ns: u64,
     /// The path that was executed, as the kernel resolved it for the binprm.
     pub filename: [u8; MAX_PATH],
     pub argv: [u8; MAX_ARGV],
@@ -320,13 +324,15 @@ const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 24);
 const _: () = assert!(offset_of!(EventHeader, ktime_ns) == 32);
 const _: () = assert!(
     size_of::<ExecEvent>()
-        == 40 + 24 + 8 + MAX_PATH + MAX_ARGV + 8 + MAX_FILE_NAME + CWD_DEPTH * CWD_COMPONENT
+        == 40 + 24 + 16 + MAX_PATH + MAX_ARGV + 8 + MAX_FILE_NAME + CWD_DEPTH * CWD_COMPONENT
 );
 const _: () = assert!(offset_of!(ExecEvent, start_time_ns) == 64);
-const _: () = assert!(offset_of!(ExecEvent, filename) == 72);
-const _: () = assert!(offset_of!(ExecEvent, argv) == 72 + MAX_PATH);
-const _: () = assert!(offset_of!(ExecEvent, file_name_len) == 72 + MAX_PATH + MAX_ARGV);
-const _: () = assert!(offset_of!(ExecEvent, file_name) == 80 + MAX_PATH + MAX_ARGV);
+const _: () = assert!(offset_of!(ExecEvent, parent_start_time_ns) == 72);
+const _: () = assert!(offset_of!(ExecEvent, filename) == 80);
+const _: () = assert!(offset_of!(ExecEvent, argv) == 80 + MAX_PATH);
+const _: () = assert!(offset_of!(ExecEvent, file_name_len) == 80 + MAX_PATH + MAX_ARGV);
+const _: () = assert!(offset_of!(ExecEvent, file_name) == 88 + MAX_PATH + MAX_ARGV);
+const _: () = assert!(offset_of!(ExecEvent, cwd) == 88 + MAX_PATH + MAX_ARGV + MAX_FILE_NAME);
 // No tail padding: the name fills the record to a multiple of its 8-byte alignment.
 const _: () = assert!(MAX_FILE_NAME.is_multiple_of(8));
 const _: () = assert!(size_of::<ExitEvent>() == 48);
@@ -408,8 +414,10 @@ pub struct KernelOffsets {
     pub pid_numbers: u32,
     pub upid_nr: u32,
     pub upid_size: u32,
+    /// `task_struct.group_leader`: a thread's process.
+    pub task_group_leader: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 44 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 45 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]

@@ -63,5 +63,6 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         pid_numbers: o("pid", &["numbers"], 0).or_else(|_| o("pid", &["numbers"], 16))?,
         upid_nr: o("upid", &["nr"], 4)?,
         upid_size: btf.struct_size("upid")?,
+        task_group_leader: o("task_struct", &["group_leader"], PTR)?,
     })
 }
