@@ -1713,7 +1713,16 @@ struct Bundle {
 }
 
 impl Bundle {
-    fn new(name: &str, args: &[&str], cgroups_path: &str) -> Bundle {
+    /// A bundle running `args` in `cgroup`.
+    fn new(name: &str, args: &[&str], cgroup: &TestCgroup) -> Bundle {
+        let cgroups_path = format!(
+            "/{}",
+            cgroup
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("the test cgroup has a name")
+        );
         let busybox = Path::new("/bin/busybox");
         assert!(
             busybox.exists(),
@@ -1747,6 +1756,24 @@ impl Bundle {
         config["linux"]["cgroupsPath"] = serde_json::json!(cgroups_path);
         fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("writing config.json");
         Bundle { dir }
+    }
+
+    /// `runc run` of this bundle as container `<prefix>-<test pid>` (a leftover of that
+    /// name deleted first): its id and the running `runc`.
+    fn run(&self, prefix: &str) -> (String, std::process::Child) {
+        let id = format!("{prefix}-{}", std::process::id());
+        let _ = Command::new(runc())
+            .args(["delete", "--force", &id])
+            .output();
+        let child = Command::new(runc())
+            .args(["run", "--bundle"])
+            .arg(&self.dir)
+            .arg(&id)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting runc run");
+        (id, child)
     }
 }
 
@@ -1788,12 +1815,6 @@ fn file_paths(events: &[Event]) -> Vec<String> {
 fn a_runc_containers_set_up_is_not_its_workload() {
     let runc = runc();
     let cgroup = TestCgroup::new("runc");
-    let name = cgroup
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("the test cgroup has a name")
-        .to_owned();
     let bundle = Bundle::new(
         "runc",
         &[
@@ -1801,19 +1822,10 @@ fn a_runc_containers_set_up_is_not_its_workload() {
             "-c",
             "cat /etc/hostname; sleep 3; cat /etc/hostname",
         ],
-        &format!("/{name}"),
+        &cgroup,
     );
     let mut h = Harness::new();
-    let id = format!("herdwatch-test-{}", std::process::id());
-    let _ = Command::new(runc).args(["delete", "--force", &id]).output();
-    let container = Command::new(runc)
-        .args(["run", "--bundle"])
-        .arg(&bundle.dir)
-        .arg(&id)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting runc run");
+    let (id, container) = bundle.run("herdwatch-test");
     h.wait_for(
         &cgroup,
         "the entrypoint's exec and its open of /etc/hostname",
@@ -1892,13 +1904,7 @@ fn assert_no_runtime_setup(mine: &[Event], bundle: &Bundle) {
 fn a_pause_containers_set_up_is_not_its_workload() {
     let runc = runc();
     let cgroup = TestCgroup::new("pause");
-    let name = cgroup
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("the test cgroup has a name")
-        .to_owned();
-    let bundle = Bundle::new("pause", &["/pause"], &format!("/{name}"));
+    let bundle = Bundle::new("pause", &["/pause"], &cgroup);
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/images/pause/pause.c");
     let gcc = Command::new("gcc")
         .args(["-static", "-Os", "-s", "-o"])
@@ -1908,16 +1914,7 @@ fn a_pause_containers_set_up_is_not_its_workload() {
         .expect("gcc is missing: apt-get install gcc libc6-dev (make unit-test installs them)");
     assert!(gcc.status.success(), "building pause: {gcc:?}");
     let mut h = Harness::new();
-    let id = format!("herdwatch-pause-{}", std::process::id());
-    let _ = Command::new(runc).args(["delete", "--force", &id]).output();
-    let mut container = Command::new(runc)
-        .args(["run", "--bundle"])
-        .arg(&bundle.dir)
-        .arg(&id)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting runc run");
+    let (id, mut container) = bundle.run("herdwatch-pause");
     h.wait_for(&cgroup, "the exec of /pause", |events| {
         execs(events).any(|e| e.filename() == b"/pause")
     });

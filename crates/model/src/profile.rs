@@ -159,13 +159,34 @@ impl Profile {
         report_delay: Duration,
     ) -> MergeOutcome {
         let learning = self.learning.phase == Phase::Learning;
-        if !learning {
-            if let Some(promoted) = self.learning.promoted_at {
-                if now < promoted + report_delay {
-                    return self.merge_late(obs, promoted, now);
-                }
-            }
+        let late_for = self
+            .learning
+            .promoted_at
+            .filter(|promoted| !learning && now < *promoted + report_delay);
+        let report = match late_for {
+            Some(promoted) => self.merge_late(obs, promoted),
+            None => self.merge_in_phase(obs, learning, now),
+        };
+        let new_image = self.note_image(obs, &report.added);
+        let revision = (!report.added.is_empty()).then(|| {
+            self.add_revision(
+                Some(&obs.image_digest),
+                report.added.clone(),
+                Changes::default(),
+                now,
+            )
+        });
+        self.trim_to_budget();
+        MergeOutcome {
+            report,
+            new_image,
+            revision,
         }
+    }
+
+    /// While Learning: adds within the limits and keeps the learning state. Once promoted:
+    /// refreshes what is known and adds nothing.
+    fn merge_in_phase(&mut self, obs: &Observation, learning: bool, now: Timestamp) -> MergeReport {
         let limits = if learning { self.limits } else { Limits::NONE };
         let mut report = self.behavior.merge(&obs.behavior, &limits);
         if !learning {
@@ -191,51 +212,17 @@ impl Profile {
                 self.learning.last_change = max_time(self.learning.last_change, Some(at));
             }
         }
-
-        let new_image = self.note_image(obs, &report.added);
-        let revision = (!report.added.is_empty()).then(|| {
-            self.add_revision(
-                Some(&obs.image_digest),
-                report.added.clone(),
-                Changes::default(),
-                now,
-            )
-        });
-        self.trim_to_budget();
-        MergeOutcome {
-            report,
-            new_image,
-            revision,
-        }
+        report
     }
 
     /// Learns the entries of `obs` first seen by `promoted`, then refreshes the rest.
-    fn merge_late(
-        &mut self,
-        obs: &Observation,
-        promoted: Timestamp,
-        now: Timestamp,
-    ) -> MergeOutcome {
+    fn merge_late(&mut self, obs: &Observation, promoted: Timestamp) -> MergeReport {
         let early = obs.behavior.seen_by(promoted);
         let mut report = self.behavior.merge(&early, &self.limits);
         report.dropped = Default::default();
         let rest = self.behavior.merge(&obs.behavior, &Limits::NONE);
         report.refreshed += rest.refreshed;
-        let new_image = self.note_image(obs, &report.added);
-        let revision = (!report.added.is_empty()).then(|| {
-            self.add_revision(
-                Some(&obs.image_digest),
-                report.added.clone(),
-                Changes::default(),
-                now,
-            )
-        });
-        self.trim_to_budget();
-        MergeOutcome {
-            report,
-            new_image,
-            revision,
-        }
+        report
     }
 
     fn note_image(&mut self, obs: &Observation, added: &Changes) -> bool {

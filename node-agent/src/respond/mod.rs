@@ -914,6 +914,33 @@ mod tests {
         )
     }
 
+    /// A responder whose kills a [`FakeKiller`] records (returned), with room for every
+    /// write and `process_kills_per_minute` per profile or policy.
+    #[expect(clippy::type_complexity, reason = "a test's four handles")]
+    fn killing_responder(
+        process_kills_per_minute: u32,
+    ) -> (
+        Responder,
+        mpsc::Receiver<BehaviorViolation>,
+        ResponseMetrics,
+        Arc<Mutex<Vec<(u32, u64)>>>,
+    ) {
+        let bucket = TokenBucket::new(1000, Duration::from_secs(1), Timestamp(0));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let killer = FakeKiller {
+            calls: calls.clone(),
+            fail: false,
+        };
+        let (r, rx, m) = responder_with(
+            64,
+            64,
+            bucket,
+            Some(Box::new(killer)),
+            process_kills_per_minute,
+        );
+        (r, rx, m, calls)
+    }
+
     #[test]
     fn repeats_are_counted_and_written_at_a_bounded_rate() {
         let bucket = TokenBucket::new(100, Duration::from_secs(1), Timestamp(0));
@@ -1088,13 +1115,7 @@ mod tests {
 
     #[test]
     fn kills_done_in_the_kernel_are_recorded_and_not_repeated() {
-        let bucket = TokenBucket::new(100, Duration::from_secs(1), Timestamp(0));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let killer = FakeKiller {
-            calls: calls.clone(),
-            fail: false,
-        };
-        let (mut r, mut rx, m) = responder(64, 16, bucket, Some(Box::new(killer)));
+        let (mut r, mut rx, m, calls) = killing_responder(0);
         let ctx = ViolationContext {
             killed_in_kernel: true,
             container_init: false,
@@ -1140,13 +1161,7 @@ mod tests {
 
     #[test]
     fn nothing_is_killed_in_a_protected_namespace() {
-        let bucket = TokenBucket::new(100, Duration::from_secs(1), Timestamp(0));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let killer = FakeKiller {
-            calls: calls.clone(),
-            fail: false,
-        };
-        let (mut r, mut rx, m) = responder(64, 16, bucket, Some(Box::new(killer)));
+        let (mut r, mut rx, m, calls) = killing_responder(0);
         let mut system = pod();
         system.namespace = "kube-system".into();
         let ctx = ViolationContext {
@@ -1171,13 +1186,7 @@ mod tests {
 
     #[test]
     fn each_profile_and_policy_has_its_own_kill_budget() {
-        let bucket = TokenBucket::new(1000, Duration::from_secs(1), Timestamp(0));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let killer = FakeKiller {
-            calls: calls.clone(),
-            fail: false,
-        };
-        let (mut r, mut rx, m) = responder_with(64, 64, bucket, Some(Box::new(killer)), 2);
+        let (mut r, mut rx, m, calls) = killing_responder(2);
         let ctx = context();
         let broad = |i: u32| {
             let mut f = finding(
@@ -1222,13 +1231,7 @@ mod tests {
 
     #[test]
     fn a_containers_init_is_spared_unless_a_rule_asks() {
-        let bucket = TokenBucket::new(100, Duration::from_secs(1), Timestamp(0));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let killer = FakeKiller {
-            calls: calls.clone(),
-            fail: false,
-        };
-        let (mut r, mut rx, m) = responder(64, 16, bucket, Some(Box::new(killer)));
+        let (mut r, mut rx, m, calls) = killing_responder(0);
         let ctx = ViolationContext {
             container_init: true,
             ..context()
