@@ -31,27 +31,19 @@ fn main() -> Result<()> {
     let object = out_dir.join(OBJECT_NAME);
 
     println!("cargo:rerun-if-env-changed=HERDWATCH_SKIP_EBPF");
-    // Every file by name, the directories too: a change to any of them must rebuild the
-    // object (a stale object loads with the wrong layout, or not at all).
-    let mut inputs = vec![
-        ebpf_dir.join("src"),
-        ebpf_dir.join("Cargo.toml"),
-        ebpf_dir.join("Cargo.lock"),
-        ebpf_dir.join(".cargo/config.toml"),
-        root.join("crates/abi/src"),
-        root.join("crates/abi/Cargo.toml"),
-    ];
-    for dir in [ebpf_dir.join("src"), root.join("crates/abi/src")] {
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        inputs.extend(files);
-    }
-    for path in inputs {
-        println!("cargo:rerun-if-changed={}", path.display());
+    // Relative to this package: cargo shares one build-script run between checkouts of
+    // the same workspace that share a target directory (a working tree and CI's clone), and
+    // checks these against whichever checkout it builds. Absolute paths would name the
+    // checkout of the last run, and a change in another checkout would keep a stale object.
+    for input in [
+        "../node-agent-ebpf/src",
+        "../node-agent-ebpf/Cargo.toml",
+        "../node-agent-ebpf/Cargo.lock",
+        "../node-agent-ebpf/.cargo/config.toml",
+        "../crates/abi/src",
+        "../crates/abi/Cargo.toml",
+    ] {
+        println!("cargo:rerun-if-changed={input}");
     }
 
     if env::var_os("HERDWATCH_SKIP_EBPF").is_some_and(|v| v == "1") {
