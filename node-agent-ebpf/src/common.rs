@@ -4,9 +4,9 @@
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_probe_read_user, gen},
     macros::map,
-    maps::{ring_buf::RingBufEntry, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, Array, PerCpuArray, RingBuf},
 };
-use herdwatch_abi::{EventHeader, EventKind, KernelOffsets, EVENT_KIND_SLOTS};
+use herdwatch_abi::{EventHeader, EventKind, KernelOffsets, AGENT_STATE_SLOTS, EVENT_KIND_SLOTS};
 
 /// Where every event goes. 4 MiB unless the loader sets another size
 /// (`CaptureConfig::ring_buffer_bytes`).
@@ -21,6 +21,11 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENT_KIND_SLO
 /// Submitted events, per CPU, indexed by `EventKind`.
 #[map]
 pub static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENT_KIND_SLOTS, 0);
+
+/// The agent's own state, kept in the kernel while the maps are pinned
+/// (`herdwatch_abi::AgentState`). No program touches it.
+#[map]
+pub static AGENT_STATE: Array<u64> = Array::with_max_entries(AGENT_STATE_SLOTS, 0);
 
 /// Field offsets of the running kernel, written by the loader (`EbpfLoader::set_global`)
 /// before the programs are loaded. Zero here; read only through [`off!`] so the compiler

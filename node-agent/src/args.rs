@@ -40,6 +40,28 @@ pub enum Command {
     Observe(ObserveArgs),
     /// Run as the node agent of a cluster (the DaemonSet): capture, pod watch, metrics.
     Run(RunArgs),
+    /// Mount a BPF filesystem at PATH unless one is there. The DaemonSet's init container
+    /// runs this on the host's /sys/fs/bpf, which a freshly booted node may lack, so that
+    /// the agent can pin its programs there.
+    MountBpffs(MountBpffsArgs),
+    /// Remove herdwatch's pinned programs and maps from this node, which detaches them:
+    /// nothing of herdwatch stays in the kernel. The agent does this itself when it stops
+    /// and its DaemonSet is gone; this is for a node it left behind otherwise.
+    Unpin(UnpinArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct MountBpffsArgs {
+    /// Where to mount it (a directory that exists).
+    #[arg(default_value = "/sys/fs/bpf")]
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct UnpinArgs {
+    /// The directory the agent pins under (its --pin-root).
+    #[arg(long, env = "HERDWATCH_PIN_ROOT", default_value = crate::capture::pins::DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -203,6 +225,20 @@ pub struct RunArgs {
     /// the image's. Empty turns drift detection off.
     #[arg(long, env = "HERDWATCH_HOST_ROOT", default_value = "/proc/1/root")]
     pub host_root: PathBuf,
+
+    /// Where the programs and their maps are pinned (a directory on a BPF filesystem), so
+    /// that the kernel goes on capturing, and killing at exec, while the agent restarts or
+    /// is upgraded; the next agent adopts them. Empty: nothing is pinned, and the programs
+    /// stop with the agent.
+    #[arg(long, env = "HERDWATCH_PIN_ROOT", default_value = crate::capture::pins::DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
+
+    /// The DaemonSet this agent runs in (in its own namespace). When the agent stops and
+    /// the DaemonSet is gone or being deleted (herdwatch is being uninstalled), it removes
+    /// its pins, so that nothing of herdwatch stays in the kernel; otherwise the pins stay
+    /// for the next agent. Empty: the pins are removed at every clean stop.
+    #[arg(long, env = "HERDWATCH_DAEMONSET", default_value = "")]
+    pub daemonset: String,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, and sums like `1h30m`. A bare number is seconds.

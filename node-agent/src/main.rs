@@ -35,6 +35,29 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => herdwatch_node_agent::agent::run(args)
             .await
             .context("agent failed")?,
+        Command::MountBpffs(args) => {
+            let mounted = herdwatch_node_agent::capture::pins::ensure_bpffs(&args.path)
+                .with_context(|| {
+                    format!(
+                        "cannot mount a BPF filesystem on {} (the container needs to be \
+                         privileged, with the host's directory mounted Bidirectional)",
+                        args.path.display()
+                    )
+                })?;
+            let what = if mounted {
+                "mounted"
+            } else {
+                "already mounted"
+            };
+            tracing::info!(path = %args.path.display(), "BPF filesystem {what}");
+        }
+        Command::Unpin(args) => {
+            let removed = herdwatch_node_agent::capture::pins::remove_all(&args.pin_root)
+                .with_context(|| {
+                    format!("cannot remove the pins under {}", args.pin_root.display())
+                })?;
+            tracing::info!(root = %args.pin_root.display(), sets = removed, "pins removed; herdwatch's programs are detached once no agent holds them");
+        }
     }
     Ok(())
 }

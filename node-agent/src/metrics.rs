@@ -115,6 +115,11 @@ pub struct AgentCounters {
     pub watch_errors: IntCounterVec,
     /// Profiles and policies left out of evaluation because they could not be read.
     pub invalid_objects: IntCounterVec,
+    /// Times this node went without an agent, by what the kernel ran meanwhile
+    /// (`kernel`: `adopted`, `earlier` or `none`; see [`crate::capture::pins::GapKernel`]).
+    pub agent_gaps: IntCounterVec,
+    /// How long those gaps lasted, summed, in seconds.
+    pub agent_gap_seconds: IntCounterVec,
     observations: IntGauge,
     observations_pending: IntGauge,
     observed_events: Mirrored,
@@ -159,6 +164,20 @@ impl AgentCounters {
         ] {
             process_kills.with_label_values(&[result]);
         }
+        let agent_gaps = vec(
+            "herdwatch_agent_gaps_total",
+            "Times this node went without a running agent (a restart, crash or upgrade), by what the kernel ran meanwhile: kernel=adopted (the pinned programs went on capturing and killing at exec, and the next agent adopted them), kernel=earlier (an earlier build's programs went on killing at exec; what they captured is lost), kernel=none (nothing).",
+            &["kernel"],
+        )?;
+        let agent_gap_seconds = vec(
+            "herdwatch_agent_gap_seconds_total",
+            "How long this node went without a running agent, summed over its gaps, by the same kernel label.",
+            &["kernel"],
+        )?;
+        for kernel in ["adopted", "earlier", "none"] {
+            agent_gaps.with_label_values(&[kernel]);
+            agent_gap_seconds.with_label_values(&[kernel]);
+        }
         let dropped = IntCounter::new(
             "herdwatch_agent_violation_writes_dropped_total",
             "Violation record writes that found the writer's queue full (the record is sent again later).",
@@ -171,6 +190,8 @@ impl AgentCounters {
                 &VIOLATION_LABELS,
             )?,
             violation_writes_dropped: dropped,
+            agent_gaps,
+            agent_gap_seconds,
             process_kills,
             api_writes,
             watch_errors: vec(

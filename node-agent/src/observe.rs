@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -585,17 +586,31 @@ pub fn host_pipeline(
     ))
 }
 
-/// Loads the capture with the flags' sizes.
-pub fn load_capture(args: &CaptureArgs) -> Result<Capture> {
+/// Loads the capture with the flags' sizes, pinned under `pin_root` if given.
+pub fn load_capture(args: &CaptureArgs, pin_root: Option<&Path>) -> Result<Capture> {
     let config = CaptureConfig {
         ring_buffer_bytes: args.ring_buffer_bytes,
+        pin_root: pin_root.map(Path::to_path_buf),
         ..CaptureConfig::default()
     };
     let capture = Capture::load(&config)?;
-    info!(
-        map_memory_bytes = capture.map_memory_bytes(),
-        "eBPF programs attached"
-    );
+    match capture.pinned() {
+        Some(pinned) if pinned.adopted => info!(
+            map_memory_bytes = capture.map_memory_bytes(),
+            pins = %pinned.set.dir().display(),
+            "eBPF programs adopted: they stayed attached while no agent ran"
+        ),
+        Some(pinned) => info!(
+            map_memory_bytes = capture.map_memory_bytes(),
+            pins = %pinned.set.dir().display(),
+            earlier = pinned.earlier.len(),
+            "eBPF programs attached and pinned"
+        ),
+        None => info!(
+            map_memory_bytes = capture.map_memory_bytes(),
+            "eBPF programs attached (not pinned: they stop with this process)"
+        ),
+    }
     Ok(capture)
 }
 
@@ -609,7 +624,7 @@ pub async fn observe(args: ObserveArgs) -> Result<()> {
     let mut pipeline = host_pipeline(&args.capture, None)?;
     // Attach first, then read /proc: a process started in between is in both, and the
     // table merges the two.
-    let mut capture = load_capture(&args.capture)?;
+    let mut capture = load_capture(&args.capture, None)?;
     let seed = pipeline.seed_from_proc(Instant::now())?;
     info!(
         processes = seed.processes,

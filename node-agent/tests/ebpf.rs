@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herdwatch_abi::{
-    Event, EventKind, ExecEvent, FileEvent, IdentityEvent, NetEvent, ACCESS_CREATE, ACCESS_READ,
-    ACCESS_TRUNCATE, ACCESS_WRITE, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, NET_ACCEPT,
-    NET_CONNECT, NET_LISTEN, NET_UDP_SEND, SYSCALL_PACKET_SOCKET, SYSCALL_RAW_SOCKET,
+    AgentState, Event, EventKind, ExecEvent, FileEvent, IdentityEvent, NetEvent, ACCESS_CREATE,
+    ACCESS_READ, ACCESS_TRUNCATE, ACCESS_WRITE, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP,
+    NET_ACCEPT, NET_CONNECT, NET_LISTEN, NET_UDP_SEND, SYSCALL_PACKET_SOCKET, SYSCALL_RAW_SOCKET,
 };
 use herdwatch_model::policy::{ClusterPolicy, Deny, Exceptions, PolicyRule};
 use herdwatch_model::response::ResponseAction;
@@ -1942,4 +1942,219 @@ fn a_pause_containers_set_up_is_not_its_workload() {
         seen.contains(&NR_RT_SIGACTION),
         "pause's rt_sigaction: {seen:?}"
     );
+}
+
+/// A BPF filesystem of the test's own, unmounted (with whatever is pinned in it) when
+/// dropped: the host's /sys/fs/bpf is left alone.
+struct PrivateBpffs {
+    dir: PathBuf,
+}
+
+impl PrivateBpffs {
+    fn new(name: &str) -> PrivateBpffs {
+        let dir =
+            std::env::temp_dir().join(format!("herdwatch-bpffs-{}-{name}", std::process::id()));
+        let _ = Command::new("umount")
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status();
+        fs::create_dir_all(&dir).expect("creating the mount point");
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting a BPF filesystem on {}: {status}",
+            dir.display()
+        );
+        PrivateBpffs { dir }
+    }
+
+    fn config(&self, ring_buffer_bytes: u32) -> CaptureConfig {
+        CaptureConfig {
+            ring_buffer_bytes,
+            pin_root: Some(self.dir.join("herdwatch")),
+            ..CaptureConfig::default()
+        }
+    }
+}
+
+impl Drop for PrivateBpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// Whether `check` holds within a few seconds.
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn load(config: &CaptureConfig) -> Capture {
+    Capture::load(config).unwrap_or_else(|e| {
+        panic!(
+            "loading the eBPF programs failed: {:#}",
+            anyhow::Error::new(e)
+        )
+    })
+}
+
+/// Drains `capture` until an exec of `path` in `cgroup` shows up; returns whether the
+/// kernel flagged it as killed.
+fn drained_exec(capture: &mut Capture, cgroup: &TestCgroup, path: &str) -> Option<bool> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime");
+    let mut events = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Some(e) = execs(&cgroup.events(&events)).find(|e| e.filename() == path.as_bytes()) {
+            return Some(e.killed_in_kernel());
+        }
+        let _ = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(500), capture.next_batch(&mut events)).await
+        });
+    }
+    None
+}
+
+/// The agent going away (a crash, an OOM kill, a restart) leaves its pinned programs
+/// attached: the kernel goes on killing at exec and capturing, and the next agent adopts
+/// the maps, rules and all, and reads what was captured meanwhile. Unpinned, they detach.
+#[test]
+fn pinned_programs_keep_killing_while_no_agent_runs_and_are_adopted() {
+    assert_root();
+    let _turn = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let bpffs = PrivateBpffs::new("adopt");
+    let config = bpffs.config(1 << 20);
+    let cgroup = TestCgroup::new("pinned");
+    let truth = real_path("/bin/true");
+    let script = Script::new("while-away.sh");
+
+    let mut first = load(&config);
+    let pinned = first.pinned().expect("pinned").clone();
+    assert!(!pinned.adopted && pinned.earlier.is_empty());
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.sync(
+        &mut first,
+        &BTreeMap::from([(cgroup.id, allow_only(&[&truth]))]),
+    );
+    first
+        .set_agent_state(AgentState::Heartbeat, 1_000)
+        .expect("writing the heartbeat");
+    drop(first);
+
+    // No agent now.
+    assert!(
+        killed_by_sigkill(status_of(&cgroup, &script.path)),
+        "the kernel still kills what the rules do not allow"
+    );
+    assert!(!script.ran());
+    assert!(status_of(&cgroup, &truth).success());
+
+    let mut second = load(&config);
+    let adopted = second.pinned().expect("pinned").clone();
+    assert!(adopted.adopted, "the same build adopts the pinned set");
+    assert_eq!(adopted.set, pinned.set);
+    assert_eq!(second.agent_state(AgentState::Heartbeat).unwrap(), 1_000);
+    assert_eq!(second.agent_state(AgentState::Adoptions).unwrap(), 1);
+    assert_eq!(
+        drained_exec(&mut second, &cgroup, &script.path),
+        Some(true),
+        "the exec killed while no agent ran is in the ring buffer for the next agent"
+    );
+
+    // The new agent takes the rules over, and changes them without a gap.
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.adopt(
+        second.enforcement().expect("reading the enforcement"),
+        second.exe_rule_keys().expect("reading the rules"),
+    );
+    assert_eq!(enforcer.generation(cgroup.id), Some(1));
+    enforcer.sync(
+        &mut second,
+        &BTreeMap::from([(cgroup.id, allow_only(&[&truth, &script.path]))]),
+    );
+    assert_eq!(enforcer.generation(cgroup.id), Some(2));
+    assert!(status_of(&cgroup, &script.path).success(), "now allowed");
+    assert!(script.ran());
+    fs::remove_file(&script.marker).expect("removing the marker");
+    enforcer.sync(
+        &mut second,
+        &BTreeMap::from([(cgroup.id, allow_only(&[&truth]))]),
+    );
+    assert!(killed_by_sigkill(status_of(&cgroup, &script.path)));
+
+    // Uninstalled: the pins go, and the programs with the last agent.
+    second.unpin().expect("unpinning");
+    assert!(!pinned.set.dir().exists());
+    drop(second);
+    assert!(
+        eventually(|| status_of(&cgroup, &script.path).success()),
+        "nothing of herdwatch is left in the kernel"
+    );
+    assert!(script.ran());
+}
+
+/// An upgrade: the new build's set is loaded beside the earlier one, which keeps killing
+/// until the new agent's rules are written and it is retired.
+#[test]
+fn an_earlier_builds_programs_keep_killing_until_the_new_agent_retires_them() {
+    assert_root();
+    let _turn = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let bpffs = PrivateBpffs::new("upgrade");
+    let cgroup = TestCgroup::new("upgrade");
+    let truth = real_path("/bin/true");
+    let script = Script::new("during-upgrade.sh");
+
+    // Another ring buffer size stands for another build: another object id.
+    let mut earlier = load(&bpffs.config(1 << 20));
+    KernelEnforcer::new().sync(
+        &mut earlier,
+        &BTreeMap::from([(cgroup.id, allow_only(&[&truth]))]),
+    );
+    earlier
+        .set_agent_state(AgentState::Heartbeat, 2_000)
+        .unwrap();
+    let earlier_set = earlier.pinned().unwrap().set.clone();
+    drop(earlier);
+
+    let mut upgraded = load(&bpffs.config(1 << 21));
+    let pinned = upgraded.pinned().unwrap().clone();
+    assert!(!pinned.adopted);
+    assert_eq!(pinned.earlier, vec![earlier_set.clone()]);
+    assert_eq!(Capture::pinned_agent_times(&earlier_set), Some((2_000, 0)));
+    assert!(
+        killed_by_sigkill(status_of(&cgroup, &script.path)),
+        "the earlier build's programs kill until the new agent's rules are in"
+    );
+    let mut enforcer = KernelEnforcer::new();
+    enforcer.sync(
+        &mut upgraded,
+        &BTreeMap::from([(cgroup.id, allow_only(&[&truth]))]),
+    );
+    assert_eq!(upgraded.retire_earlier().unwrap(), 1);
+    assert!(!earlier_set.dir().exists());
+    assert!(
+        killed_by_sigkill(status_of(&cgroup, &script.path)),
+        "the new rules kill"
+    );
+    enforcer.sync(&mut upgraded, &BTreeMap::new());
+    // The kernel frees an unpinned link after a grace period, not at the unlink.
+    assert!(
+        eventually(|| status_of(&cgroup, &script.path).success()),
+        "with the earlier programs detached and no rule, nothing kills"
+    );
+    upgraded.unpin().unwrap();
 }

@@ -55,6 +55,29 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const ENFORCE_MAP: &str = "ENFORCE";
 /// Name of the hash of executable verdicts ([`ExeKey`] → [`ExeVerdict`]).
 pub const EXE_RULES_MAP: &str = "EXE_RULES";
+/// Name of the array the agent keeps its own state in, across its restarts: the programs
+/// never touch it; it lives in the kernel with the other maps while they are pinned, so an
+/// agent that adopts them can tell how long the node went without one
+/// ([`AGENT_STATE_SLOTS`], indexed by [`AgentState`]).
+pub const AGENT_STATE_MAP: &str = "AGENT_STATE";
+/// Slots of [`AGENT_STATE_MAP`].
+pub const AGENT_STATE_SLOTS: u32 = 4;
+
+/// What each slot of [`AGENT_STATE_MAP`] holds (u64 each).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentState {
+    /// When the agent last showed it was alive, Unix time in nanoseconds.
+    Heartbeat = 0,
+    /// When the agent last stopped on a signal, Unix time in nanoseconds (0: it never
+    /// stopped cleanly since the maps were created).
+    Stopped = 1,
+    /// Lost events (the sum of [`LOST_MAP`]) the agent has already accounted for: an agent
+    /// that adopts the maps counts only the losses after it.
+    LostAccounted = 2,
+    /// How many agents have adopted these maps.
+    Adoptions = 3,
+}
 
 /// Which record follows the header. The value indexes the LOST and EMITTED counter arrays.
 #[repr(u32)]

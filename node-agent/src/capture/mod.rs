@@ -20,19 +20,24 @@
 
 mod btf;
 mod offsets;
+pub mod pins;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
+use aya::pin::PinError;
+use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{include_bytes_aligned, Ebpf, EbpfError, EbpfLoader};
 use herdwatch_abi::{
-    decode, CachedBitmap, Enforcement, Event, ExeKey, ExeVerdict, FileKey, NetKey, SyscallBitmap,
-    SyscallCache, EMITTED_MAP, ENFORCE_MAP, EVENTS_MAP, EVENT_KIND_SLOTS, EXE_RULES_MAP,
-    FILE_SEEN_MAP, LOST_MAP, NET_SEEN_MAP, OFFSETS_GLOBAL, SYSCALL_CACHE_MAP, SYSCALL_SEEN_MAP,
+    decode, AgentState, CachedBitmap, Enforcement, Event, ExeKey, ExeVerdict, FileKey, NetKey,
+    SyscallBitmap, SyscallCache, AGENT_STATE_MAP, EMITTED_MAP, ENFORCE_MAP, EVENTS_MAP,
+    EVENT_KIND_SLOTS, EXE_RULES_MAP, FILE_SEEN_MAP, LOST_MAP, NET_SEEN_MAP, OFFSETS_GLOBAL,
+    SYSCALL_CACHE_MAP, SYSCALL_SEEN_MAP,
 };
+use pins::PinSet;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -71,6 +76,11 @@ pub struct CaptureConfig {
     /// twice what is in force at once: a cgroup's new rules are written before its old ones
     /// go. Allocated as used.
     pub exe_rules: u32,
+    /// Where the programs' links and maps are pinned, on a BPF filesystem, so that they
+    /// outlive this process (see [`pins`]); a complete set pinned there by an earlier agent
+    /// of the same build is adopted instead of loaded. None: nothing is pinned, and
+    /// everything is detached when the `Capture` is dropped.
+    pub pin_root: Option<PathBuf>,
 }
 
 impl Default for CaptureConfig {
@@ -82,6 +92,7 @@ impl Default for CaptureConfig {
             net_entries: 8192,
             enforced_cgroups: 4096,
             exe_rules: 65536,
+            pin_root: None,
         }
     }
 }
@@ -124,6 +135,18 @@ pub enum CaptureError {
     },
     #[error("polling the ring buffer failed")]
     Poll(#[source] io::Error),
+    #[error(
+        "{root} is not on a BPF filesystem, so nothing can be pinned there: mount one \
+         (`mount -t bpf bpf /sys/fs/bpf`; the chart's init container does) or turn pinning \
+         off (agent.pinPrograms=false, --pin-root '')"
+    )]
+    NoBpffs { root: PathBuf },
+    #[error("pinning under {path} failed")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The loaded, attached programs and the maps user space reads.
@@ -141,16 +164,33 @@ pub struct Capture {
     syscall_cache: PerCpuArray<MapData, SyscallCache>,
     file_seen: HashMap<MapData, FileKey, u8>,
     net_seen: HashMap<MapData, NetKey, u8>,
+    agent_state: Array<MapData, u64>,
     decode_errors: u64,
     map_memory_bytes: u64,
-    /// Owns the programs and their links: dropping it detaches them. Declared last so it
-    /// is dropped after the maps taken out of it.
-    _ebpf: Ebpf,
+    /// The pinned set this capture runs on, and what it found there.
+    pinned: Option<Pinned>,
+    /// Owns the programs and their links when nothing is pinned: dropping it detaches
+    /// them. None when the programs were adopted from pins. Declared last so it is dropped
+    /// after the maps taken out of it.
+    _ebpf: Option<Ebpf>,
+}
+
+/// What loading found in the pin root.
+#[derive(Clone, Debug)]
+pub struct Pinned {
+    /// The set this capture runs on.
+    pub set: PinSet,
+    /// Whether an earlier agent's set was adopted (its programs never stopped), rather
+    /// than loaded now.
+    pub adopted: bool,
+    /// Sets of other builds (the agent before an upgrade), still attached: they keep
+    /// killing until this agent's rules are in place; then [`Capture::retire_earlier`].
+    pub earlier: Vec<PinSet>,
 }
 
 /// (program, tracepoint) pairs of the programs, all BTF tracepoints: attaching them needs
 /// no tracefs, which a freshly booted node does not have mounted.
-const BTF_PROGRAMS: [(&str, &str); 5] = [
+pub const BTF_PROGRAMS: [(&str, &str); 5] = [
     ("inet_sock_set_state", "inet_sock_set_state"),
     ("sock_send_length", "sock_send_length"),
     ("sched_process_exec", "sched_process_exec"),
@@ -160,7 +200,8 @@ const BTF_PROGRAMS: [(&str, &str); 5] = [
 ];
 
 impl Capture {
-    /// Loads and attaches every program.
+    /// Loads and attaches every program, or adopts them from the pins of an earlier agent
+    /// of the same build (`config.pin_root`).
     pub fn load(config: &CaptureConfig) -> Result<Capture, CaptureError> {
         let object = object();
         if object.is_empty() {
@@ -171,7 +212,49 @@ impl Capture {
             return Err(CaptureError::NoBtf);
         }
         check_capabilities()?;
+        let Some(root) = config.pin_root.as_deref() else {
+            return Capture::load_fresh(object, config, None);
+        };
+        let pin_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CaptureError::Pin { path, source }
+        };
+        std::fs::create_dir_all(root).map_err(pin_error(root))?;
+        if !pins::on_bpffs(root).map_err(pin_error(root))? {
+            return Err(CaptureError::NoBpffs {
+                root: root.to_path_buf(),
+            });
+        }
+        let set = PinSet::new(root, &pins::object_id(object, config));
+        let earlier = PinSet::others(root, &set).map_err(pin_error(root))?;
+        let programs: Vec<&str> = BTF_PROGRAMS.iter().map(|(name, _)| *name).collect();
+        if set.is_complete(&programs) {
+            match Capture::adopt(&set, earlier.clone()) {
+                Ok(capture) => return Ok(capture),
+                // A set that cannot be read back is no use to anyone: load afresh.
+                Err(error) => {
+                    tracing::warn!(%error, dir = %set.dir().display(), "cannot adopt the pinned programs; loading them afresh")
+                }
+            }
+        }
+        // Partial (an agent stopped while pinning) or unreadable: start it over. Its
+        // links, if any, go first, so no half set stays attached.
+        set.remove().map_err(pin_error(set.dir()))?;
+        set.create_dirs().map_err(pin_error(set.dir()))?;
+        let pinned = Pinned {
+            set,
+            adopted: false,
+            earlier,
+        };
+        Capture::load_fresh(object, config, Some(pinned))
+    }
 
+    /// Loads the object, attaches its programs, and pins them if asked.
+    fn load_fresh(
+        object: &[u8],
+        config: &CaptureConfig,
+        pinned: Option<Pinned>,
+    ) -> Result<Capture, CaptureError> {
         let raw_btf = std::fs::read(VMLINUX_BTF).map_err(CaptureError::ReadBtf)?;
         let offsets = offsets::resolve(&btf::Btf::parse(&raw_btf).map_err(OffsetsError::from)?)?;
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::Load(e.into()))?;
@@ -188,6 +271,19 @@ impl Capture {
             .load(object)
             .map_err(|e| permission_or(e, CaptureError::Load))?;
 
+        // Every named map, before any program runs: an adopting agent finds them all. (The
+        // sections of globals, `.rodata` and the like, are the programs' alone, and the BPF
+        // filesystem refuses names with a leading dot.)
+        if let Some(pinned) = &pinned {
+            for (name, map) in ebpf.maps().filter(|(name, _)| !name.starts_with('.')) {
+                let path = pinned.set.map(name);
+                map.pin(&path).map_err(|e| CaptureError::Pin {
+                    path,
+                    source: pin_io_error(e),
+                })?;
+            }
+        }
+
         let program_error = |program: &'static str| {
             move |source: ProgramError| {
                 permission_or(source, |source| CaptureError::Program { program, source })
@@ -197,69 +293,180 @@ impl Capture {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &kernel_btf)
                 .map_err(program_error(name))?;
-            prog.attach().map_err(program_error(name))?;
+            let link_id = prog.attach().map_err(program_error(name))?;
+            if let Some(pinned) = &pinned {
+                // The pin holds the link; this process's reference goes at once.
+                let link: FdLink = prog.take_link(link_id).map_err(program_error(name))?.into();
+                let path = pinned.set.link(name);
+                link.pin(&path).map_err(|e| CaptureError::Pin {
+                    path,
+                    source: pin_io_error(e),
+                })?;
+            }
         }
 
         let map_memory_bytes = ebpf.maps().map(|(_, map)| map_memlock(map)).sum();
-        let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
-            CaptureError::Map {
-                map: EVENTS_MAP,
-                source,
-            }
-        })?;
-        let lost = PerCpuArray::try_from(take_map(&mut ebpf, LOST_MAP)?).map_err(|source| {
-            CaptureError::Map {
-                map: LOST_MAP,
-                source,
-            }
-        })?;
-        let emitted =
-            PerCpuArray::try_from(take_map(&mut ebpf, EMITTED_MAP)?).map_err(|source| {
-                CaptureError::Map {
-                    map: EMITTED_MAP,
-                    source,
-                }
-            })?;
-        let enforce = HashMap::try_from(take_map(&mut ebpf, ENFORCE_MAP)?).map_err(|source| {
-            CaptureError::Map {
-                map: ENFORCE_MAP,
-                source,
-            }
-        })?;
-        let exe_rules =
-            HashMap::try_from(take_map(&mut ebpf, EXE_RULES_MAP)?).map_err(|source| {
-                CaptureError::Map {
-                    map: EXE_RULES_MAP,
-                    source,
-                }
-            })?;
+        let mut named = |name: &'static str| take_map(&mut ebpf, name);
+        let mut capture = Capture::from_maps(&mut named, pinned, map_memory_bytes)?;
+        capture._ebpf = Some(ebpf);
+        Ok(capture)
+    }
 
-        let map = |ebpf: &mut Ebpf, name: &'static str| take_map(ebpf, name);
+    /// Opens the maps of a complete pinned set; its programs are attached already.
+    fn adopt(set: &PinSet, earlier: Vec<PinSet>) -> Result<Capture, CaptureError> {
+        let mut memory = 0;
+        let mut named = |name: &'static str| -> Result<Map, CaptureError> {
+            let data = MapData::from_pin(set.map(name))
+                .map_err(|source| CaptureError::Map { map: name, source })?;
+            let map = match name {
+                EVENTS_MAP => Map::RingBuf(data),
+                LOST_MAP | EMITTED_MAP | SYSCALL_CACHE_MAP => Map::PerCpuArray(data),
+                AGENT_STATE_MAP => Map::Array(data),
+                ENFORCE_MAP | EXE_RULES_MAP => Map::HashMap(data),
+                _ => Map::LruHashMap(data),
+            };
+            memory += map_memlock(&map);
+            Ok(map)
+        };
+        let pinned = Pinned {
+            set: set.clone(),
+            adopted: true,
+            earlier,
+        };
+        let mut capture = Capture::from_maps(&mut named, Some(pinned), 0)?;
+        capture.map_memory_bytes = memory;
+        let adoptions = capture.agent_state(AgentState::Adoptions)?;
+        capture.set_agent_state(AgentState::Adoptions, adoptions + 1)?;
+        Ok(capture)
+    }
+
+    /// The capture over the maps `named` gives.
+    fn from_maps(
+        named: &mut dyn FnMut(&'static str) -> Result<Map, CaptureError>,
+        pinned: Option<Pinned>,
+        map_memory_bytes: u64,
+    ) -> Result<Capture, CaptureError> {
         let err = |map: &'static str| move |source| CaptureError::Map { map, source };
-        let syscall_seen =
-            HashMap::try_from(map(&mut ebpf, SYSCALL_SEEN_MAP)?).map_err(err(SYSCALL_SEEN_MAP))?;
-        let syscall_cache = PerCpuArray::try_from(map(&mut ebpf, SYSCALL_CACHE_MAP)?)
-            .map_err(err(SYSCALL_CACHE_MAP))?;
-        let file_seen =
-            HashMap::try_from(map(&mut ebpf, FILE_SEEN_MAP)?).map_err(err(FILE_SEEN_MAP))?;
-        let net_seen =
-            HashMap::try_from(map(&mut ebpf, NET_SEEN_MAP)?).map_err(err(NET_SEEN_MAP))?;
-
         Ok(Capture {
             polled: None,
-            ring: Some(ring),
-            lost,
-            emitted,
-            enforce,
-            exe_rules,
-            syscall_seen,
-            syscall_cache,
-            file_seen,
-            net_seen,
+            ring: Some(RingBuf::try_from(named(EVENTS_MAP)?).map_err(err(EVENTS_MAP))?),
+            lost: PerCpuArray::try_from(named(LOST_MAP)?).map_err(err(LOST_MAP))?,
+            emitted: PerCpuArray::try_from(named(EMITTED_MAP)?).map_err(err(EMITTED_MAP))?,
+            enforce: HashMap::try_from(named(ENFORCE_MAP)?).map_err(err(ENFORCE_MAP))?,
+            exe_rules: HashMap::try_from(named(EXE_RULES_MAP)?).map_err(err(EXE_RULES_MAP))?,
+            syscall_seen: HashMap::try_from(named(SYSCALL_SEEN_MAP)?)
+                .map_err(err(SYSCALL_SEEN_MAP))?,
+            syscall_cache: PerCpuArray::try_from(named(SYSCALL_CACHE_MAP)?)
+                .map_err(err(SYSCALL_CACHE_MAP))?,
+            file_seen: HashMap::try_from(named(FILE_SEEN_MAP)?).map_err(err(FILE_SEEN_MAP))?,
+            net_seen: HashMap::try_from(named(NET_SEEN_MAP)?).map_err(err(NET_SEEN_MAP))?,
+            agent_state: Array::try_from(named(AGENT_STATE_MAP)?).map_err(err(AGENT_STATE_MAP))?,
             decode_errors: 0,
             map_memory_bytes,
-            _ebpf: ebpf,
+            pinned,
+            _ebpf: None,
         })
+    }
+
+    /// What loading found in the pin root; None when nothing is pinned.
+    pub fn pinned(&self) -> Option<&Pinned> {
+        self.pinned.as_ref()
+    }
+
+    /// Removes the sets of earlier builds, which detaches their programs: called once this
+    /// agent's own rules are in the kernel. Returns how many were removed.
+    pub fn retire_earlier(&mut self) -> Result<usize, CaptureError> {
+        let Some(pinned) = self.pinned.as_mut() else {
+            return Ok(0);
+        };
+        let earlier = std::mem::take(&mut pinned.earlier);
+        for set in &earlier {
+            set.remove().map_err(|source| CaptureError::Pin {
+                path: set.dir().to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(earlier.len())
+    }
+
+    /// Removes this capture's own pins, so that its programs are detached when it is
+    /// dropped: herdwatch is being uninstalled from the node.
+    pub fn unpin(&mut self) -> Result<(), CaptureError> {
+        if let Some(pinned) = self.pinned.take() {
+            pinned.set.remove().map_err(|source| CaptureError::Pin {
+                path: pinned.set.dir().to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The last heartbeat and the stop time (Unix ns) the agent of the set `set` left, if
+    /// it can be read: for an earlier build's set, which this capture does not run on.
+    pub fn pinned_agent_times(set: &PinSet) -> Option<(u64, u64)> {
+        let data = MapData::from_pin(set.map(AGENT_STATE_MAP)).ok()?;
+        let state: Array<MapData, u64> = Array::try_from(Map::Array(data)).ok()?;
+        let slot = |slot: AgentState| state.get(&(slot as u32), 0).ok();
+        Some((slot(AgentState::Heartbeat)?, slot(AgentState::Stopped)?))
+    }
+
+    /// One slot of the agent's state kept with the maps.
+    pub fn agent_state(&self, slot: AgentState) -> Result<u64, CaptureError> {
+        self.agent_state
+            .get(&(slot as u32), 0)
+            .map_err(|source| CaptureError::Map {
+                map: AGENT_STATE_MAP,
+                source,
+            })
+    }
+
+    pub fn set_agent_state(&mut self, slot: AgentState, value: u64) -> Result<(), CaptureError> {
+        self.agent_state
+            .set(slot as u32, value, 0)
+            .map_err(|source| CaptureError::Map {
+                map: AGENT_STATE_MAP,
+                source,
+            })
+    }
+
+    /// The in-kernel enforcement as the maps hold it: each enforced cgroup's entry, and
+    /// the executable keys of its generation. An agent that adopted the maps starts from
+    /// this rather than from nothing.
+    pub fn enforcement(&self) -> Result<Vec<(u64, Enforcement, Vec<ExeKey>)>, CaptureError> {
+        let mut cgroups: Vec<(u64, Enforcement, Vec<ExeKey>)> = Vec::new();
+        for entry in self.enforce.iter() {
+            let (cgroup_id, enforcement) = entry.map_err(|source| CaptureError::Map {
+                map: ENFORCE_MAP,
+                source,
+            })?;
+            cgroups.push((cgroup_id, enforcement, Vec::new()));
+        }
+        for key in self.exe_rules.keys() {
+            let key = key.map_err(|source| CaptureError::Map {
+                map: EXE_RULES_MAP,
+                source,
+            })?;
+            if let Some((_, _, keys)) = cgroups
+                .iter_mut()
+                .find(|(id, e, _)| *id == key.cgroup_id && e.generation == key.generation)
+            {
+                keys.push(key);
+            }
+        }
+        Ok(cgroups)
+    }
+
+    /// Every executable key in the kernel, of any generation.
+    pub fn exe_rule_keys(&self) -> Result<Vec<ExeKey>, CaptureError> {
+        self.exe_rules
+            .keys()
+            .map(|key| {
+                key.map_err(|source| CaptureError::Map {
+                    map: EXE_RULES_MAP,
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// Waits until the ring buffer has records, then appends them, decoded, to `out` (at
@@ -568,6 +775,14 @@ where
         program: name,
         source,
     })
+}
+
+/// A pin error as the `io::Error` it carries.
+fn pin_io_error(error: PinError) -> io::Error {
+    match error {
+        PinError::SyscallError(e) => e.io_error,
+        other => io::Error::other(other),
+    }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, CaptureError> {

@@ -274,7 +274,8 @@ pub fn add_policy_denies(policy: &ClusterPolicy, container: &str, rules: &mut Ex
 #[derive(Debug)]
 struct Written {
     generation: u32,
-    rules: Arc<ExecRules>,
+    /// None: adopted from an earlier agent's maps, rules unknown.
+    rules: Option<Arc<ExecRules>>,
     /// The executable keys in the map under `generation`.
     keys: Vec<ExeKey>,
     /// Writing failed: the cgroup has no entry, and is not retried until its rules change.
@@ -333,6 +334,31 @@ impl KernelEnforcer {
             .map(|w| w.generation)
     }
 
+    /// Starts from what an earlier agent left in the kernel's maps (adopted pins): `judged`
+    /// are its cgroups, each with its entry and the keys of that entry's generation;
+    /// `keys` are every key in the map. The first sync that wants a cgroup writes its rules
+    /// afresh under the next generation, as for a change; one that does not want it takes
+    /// it out. Keys of no cgroup's current generation go at the next sync.
+    pub fn adopt(&mut self, judged: Vec<(u64, Enforcement, Vec<ExeKey>)>, keys: Vec<ExeKey>) {
+        let current: std::collections::HashSet<ExeKey> = judged
+            .iter()
+            .flat_map(|(_, _, k)| k.iter().copied())
+            .collect();
+        self.retired
+            .extend(keys.into_iter().filter(|k| !current.contains(k)));
+        for (cgroup_id, enforcement, keys) in judged {
+            self.written.insert(
+                cgroup_id,
+                Written {
+                    generation: enforcement.generation,
+                    rules: None,
+                    keys,
+                    failed: false,
+                },
+            );
+        }
+    }
+
     /// Brings the maps to `wanted`: cgroups absent from it are not judged any more.
     pub fn sync(&mut self, maps: &mut dyn ExecRuleMaps, wanted: &BTreeMap<u64, Arc<ExecRules>>) {
         for key in std::mem::take(&mut self.retired) {
@@ -364,7 +390,7 @@ impl KernelEnforcer {
 
         for (&cgroup_id, rules) in wanted {
             let previous = self.written.get(&cgroup_id);
-            if previous.is_some_and(|w| w.rules == *rules) {
+            if previous.is_some_and(|w| w.rules.as_ref() == Some(rules)) {
                 continue;
             }
             let generation = previous.map_or(1, |w| w.generation.wrapping_add(1));
@@ -416,7 +442,7 @@ impl KernelEnforcer {
                 cgroup_id,
                 Written {
                     generation,
-                    rules: rules.clone(),
+                    rules: Some(rules.clone()),
                     keys,
                     failed,
                 },
@@ -1086,6 +1112,76 @@ pub(crate) mod tests {
         enforcer.sync(&mut maps, &second);
         assert!(maps.rules.keys().all(|k| k.generation == 2));
         assert_eq!(maps.rules.len(), 2);
+    }
+
+    #[test]
+    fn an_adopting_agent_takes_over_the_earlier_agents_entries_without_a_gap() {
+        // What the earlier agent left: cgroup 10 under generation 7 (allowing /a), a key
+        // of its generation 6 not yet deleted, and cgroup 20, whose pod is gone since.
+        let mut maps = MemMaps::default();
+        let mut earlier = KernelEnforcer::new();
+        earlier.sync(
+            &mut maps,
+            &BTreeMap::from([
+                (10, rules(Some(&["/a"]), &[])),
+                (20, rules(Some(&["/z"]), &[])),
+            ]),
+        );
+        let mut judged: Vec<(u64, Enforcement, Vec<ExeKey>)> = Vec::new();
+        let mut stale = Vec::new();
+        for (key, verdict) in maps.rules.clone() {
+            maps.rules.remove(&key);
+            let generation = if key.cgroup_id == 10 { 7 } else { 1 };
+            let moved = ExeKey { generation, ..key };
+            maps.rules.insert(moved, verdict);
+            let old = ExeKey {
+                generation: 6,
+                ..key
+            };
+            if key.cgroup_id == 10 {
+                maps.rules.insert(old, verdict);
+                stale.push(old);
+            }
+        }
+        maps.enforce.get_mut(&10).unwrap().generation = 7;
+        for (&cgroup_id, e) in &maps.enforce {
+            let keys = maps
+                .rules
+                .keys()
+                .filter(|k| k.cgroup_id == cgroup_id && k.generation == e.generation)
+                .copied()
+                .collect();
+            judged.push((cgroup_id, *e, keys));
+        }
+        let all_keys: Vec<ExeKey> = maps.rules.keys().copied().collect();
+
+        let mut enforcer = KernelEnforcer::new();
+        enforcer.adopt(judged, all_keys);
+        assert_eq!(enforcer.generation(10), Some(7));
+        assert!(
+            maps.kills(10, b"/b") && !maps.kills(10, b"/a"),
+            "still judged as before"
+        );
+
+        // Its rules now allow /b too: written under the next generation, old keys later.
+        let wanted = BTreeMap::from([(10, rules(Some(&["/a", "/b"]), &[]))]);
+        enforcer.sync(&mut maps, &wanted);
+        assert_eq!(enforcer.generation(10), Some(8));
+        assert!(!maps.kills(10, b"/b") && maps.kills(10, b"/c"));
+        assert!(
+            !maps.enforce.contains_key(&20),
+            "the gone pod's cgroup is not judged"
+        );
+        assert!(
+            maps.rules.keys().all(|k| !stale.contains(k)),
+            "keys of no current generation go"
+        );
+        enforcer.sync(&mut maps, &wanted);
+        assert!(maps
+            .rules
+            .keys()
+            .all(|k| k.generation == 8 && k.cgroup_id == 10));
+        assert_eq!(enforcer.stats().updates, 1);
     }
 
     #[test]

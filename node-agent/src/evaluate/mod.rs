@@ -19,7 +19,7 @@ pub mod kernel;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 use herdwatch_api::common::{Mode, Phase};
@@ -85,9 +85,30 @@ pub struct EvalSnapshot {
 pub struct EvalStore {
     snapshot: RwLock<Arc<EvalSnapshot>>,
     generation: AtomicU64,
+    /// The parts whose watch has listed everything once ([`SnapshotPart`] bits).
+    synced: AtomicU8,
+}
+
+/// The parts of the snapshot, each kept by its own watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPart {
+    Profiles = 1,
+    Policies = 2,
+    Namespaces = 4,
 }
 
 impl EvalStore {
+    /// Records that `part` holds everything its watch listed at start.
+    pub fn mark_synced(&self, part: SnapshotPart) {
+        self.synced.fetch_or(part as u8, Ordering::AcqRel);
+    }
+
+    /// Whether every part has been listed once: until then, a container may be judged by
+    /// less than its rules (the kernel's enforcement is not brought down to that).
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) == 7
+    }
+
     /// Changes whenever the snapshot does.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

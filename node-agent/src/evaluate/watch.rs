@@ -23,7 +23,7 @@ use tracing::{info, instrument, warn};
 
 use super::{
     compile_policies, compile_profiles, CompiledPolicy, CompiledProfile, EvalSnapshot, EvalStore,
-    ProfileKey, Skipped,
+    ProfileKey, Skipped, SnapshotPart,
 };
 
 /// Runs one reflector, calling `rebuild` with the store after each change.
@@ -32,6 +32,7 @@ async fn reflect<K>(
     what: &'static str,
     errors: IntCounterVec,
     mut rebuild: impl FnMut(&Store<K>),
+    on_synced: impl FnOnce(),
 ) where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -47,6 +48,7 @@ async fn reflect<K>(
         .reflect(writer);
     futures::pin_mut!(stream);
     let mut synced = false;
+    let mut on_synced = Some(on_synced);
     while let Some(item) = stream.next().await {
         match item {
             Ok(Event::Init | Event::InitApply(_)) => {}
@@ -55,6 +57,7 @@ async fn reflect<K>(
                 if !synced {
                     synced = true;
                     info!(what, objects = reader.len(), "synced");
+                    on_synced.take().map(|f| f());
                 }
             }
             Ok(Event::Apply(_) | Event::Delete(_)) => rebuild(&reader),
@@ -158,8 +161,9 @@ pub async fn watch_profiles(
     errors: IntCounterVec,
     invalid: IntCounterVec,
 ) {
-    let rebuild = recompile(store, invalid, PROFILES);
-    reflect(Api::all(client), PROFILES.what, errors, rebuild).await;
+    let rebuild = recompile(store.clone(), invalid, PROFILES);
+    let synced = move || store.mark_synced(SnapshotPart::Profiles);
+    reflect(Api::all(client), PROFILES.what, errors, rebuild, synced).await;
 }
 
 /// Keeps the policies of the snapshot current.
@@ -170,8 +174,9 @@ pub async fn watch_policies(
     errors: IntCounterVec,
     invalid: IntCounterVec,
 ) {
-    let rebuild = recompile(store, invalid, POLICIES);
-    reflect(Api::all(client), POLICIES.what, errors, rebuild).await;
+    let rebuild = recompile(store.clone(), invalid, POLICIES);
+    let synced = move || store.mark_synced(SnapshotPart::Policies);
+    reflect(Api::all(client), POLICIES.what, errors, rebuild, synced).await;
 }
 
 /// Keeps the namespaces' labels of the snapshot current.
@@ -199,7 +204,11 @@ pub async fn watch_namespaces(client: Client, store: Arc<EvalStore>, errors: Int
     while let Some(item) = stream.next().await {
         match item {
             Ok(Event::Init | Event::InitApply(_)) => {}
-            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => rebuild(&reader),
+            Ok(Event::InitDone) => {
+                rebuild(&reader);
+                store.mark_synced(SnapshotPart::Namespaces);
+            }
+            Ok(Event::Apply(_) | Event::Delete(_)) => rebuild(&reader),
             Err(error) => {
                 warn!(%error, "namespace watch failed; retrying");
                 errors.with_label_values(&["namespaces"]).inc();

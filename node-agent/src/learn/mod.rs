@@ -158,6 +158,10 @@ pub struct Learner {
     containers: HashMap<Arc<str>, Option<Slot>>,
     /// Containers that were running when the agent attached.
     late: HashSet<Arc<str>>,
+    /// Whether the kernel's programs stayed attached since the earlier instance of this
+    /// agent ([`Learner::watched_throughout`]): only then did it see everything the
+    /// replicas it published did in between.
+    watched_throughout: bool,
     seeded: bool,
     stats: LearnStats,
     /// UIDs of workload incarnations whose observation was started again.
@@ -176,6 +180,7 @@ impl Learner {
             observations: HashMap::new(),
             containers: HashMap::new(),
             late: HashSet::new(),
+            watched_throughout: false,
             seeded: false,
             stats: LearnStats::default(),
             retired_owners: HashSet::new(),
@@ -202,6 +207,15 @@ impl Learner {
     /// Notes containers that were running when the agent attached.
     pub fn running_before_attach(&mut self, containers: impl IntoIterator<Item = Arc<str>>) {
         self.late.extend(containers);
+    }
+
+    /// The programs this agent runs on were attached all along since the earlier instance
+    /// (adopted from pins): what the replicas did while no agent ran is in the ring buffer
+    /// or counted as lost. Without this, a replica running now stays marked as one whose
+    /// start was not seen, even if the earlier instance saw it: the node was blind between
+    /// the two agents.
+    pub fn watched_throughout(&mut self) {
+        self.watched_throughout = true;
     }
 
     /// The observation of `key` for the workload incarnation `owner_uid`, created when there
@@ -270,10 +284,13 @@ impl Learner {
         now: Timestamp,
     ) {
         let late_container = container_ids.iter().any(|c| self.late.contains(c));
+        let watched_throughout = self.watched_throughout;
         let Some(t) = self.entry(key, pod.workload.uid.as_deref(), now) else {
             return;
         };
-        let seen_start = t.published_replicas.ids().binary_search(&replica).is_ok();
+        // The earlier instance saw it start, and the kernel saw everything it did since.
+        let seen_start =
+            watched_throughout && t.published_replicas.ids().binary_search(&replica).is_ok();
         if t.obs
             .attach_replica(replica, late_container && !seen_start, now)
         {
@@ -458,11 +475,16 @@ impl Learner {
             t.obs.absorb(&earlier, &limits);
             t.published_replicas.merge(&earlier.replicas);
             // A replica this instance took for late because its container was running at
-            // attach, but that the earlier instance published on time, saw its start.
-            t.obs.late_attach =
-                WorkloadReplicas::from_ids(t.obs.late_attach.ids().iter().copied().filter(|id| {
-                    earlier.late_attach.ids().contains(id) || !earlier.replicas.ids().contains(id)
-                }));
+            // attach, but that the earlier instance published on time, was watched from
+            // its start, if the kernel kept watching between the two instances.
+            if self.watched_throughout {
+                t.obs.late_attach = WorkloadReplicas::from_ids(
+                    t.obs.late_attach.ids().iter().copied().filter(|id| {
+                        earlier.late_attach.ids().contains(id)
+                            || !earlier.replicas.ids().contains(id)
+                    }),
+                );
+            }
             if same_content(&t.obs, &earlier) {
                 t.dirty_since = None;
             } else {
@@ -683,8 +705,18 @@ mod tests {
         );
         let published: Observation = (&first.due(1)[0].object).try_into().unwrap();
 
-        // The second finds c1 running at attach, but its start was seen by the first.
+        // Without the programs attached in between, the node was blind for a while: c1,
+        // running at attach, is marked as a replica whose start was not seen.
+        let mut blind = Learner::new("node-1", Timestamp(5000), Limits::DEFAULT, 16);
+        blind.running_before_attach(["c1".into()]);
+        assert_eq!(blind.seed([published.clone()]), 1);
+        blind.sync_pods([&p], Timestamp(5001));
+        assert_eq!(blind.observation(&key()).unwrap().late_attach.count(), 1);
+
+        // The second finds c1 running at attach, but its start was seen by the first, and
+        // the kernel watched all along (the programs were adopted from pins).
         let mut second = Learner::new("node-1", Timestamp(5000), Limits::DEFAULT, 16);
+        second.watched_throughout();
         second.running_before_attach(["c1".into()]);
         assert_eq!(second.seed([published.clone()]), 1);
         second.sync_pods([&p], Timestamp(5001));
