@@ -42,7 +42,21 @@ default=$(render | grep -v '^[[:space:]]*#')
 # The agent's pod spec: from "kind: DaemonSet" to the next document.
 agent=$(awk '/^kind: DaemonSet/{d=1} d && /^---/{exit} d{print}' <<<"$default")
 check "the agent DaemonSet renders" has 'name: herdwatch-agent' "$agent"
-check "the agent is not privileged by default" lacks 'privileged: true' "$default"
+# The agent's own container: from "containers:" on (the init container comes before).
+agent_container=$(awk '/^      containers:/{d=1} d{print}' <<<"$agent")
+check "the agent is not privileged by default" lacks 'privileged: true' "$agent_container"
+# The one privileged step: the init container that mounts the BPF filesystem the agent
+# pins its programs in, which does nothing else.
+init=$(awk '/^      initContainers:/{d=1} /^      containers:/{d=0} d{print}' <<<"$agent")
+check "only the init container is privileged, and it only mounts the BPF filesystem"   test "$(grep -c 'privileged: true' <<<"$default")" = 1 -a "$(grep -c 'privileged: true' <<<"$init")" = 1
+check "the init container runs mount-bpffs" has 'args: \["mount-bpffs", "/host/sys/fs/bpf"\]' "$init"
+check "the init container's mount reaches the host" has 'mountPropagation: Bidirectional' "$init"
+check "the agent pins its programs by default" \
+  has 'value: "/host/sys/fs/bpf/herdwatch"' "$(grep -A1 HERDWATCH_PIN_ROOT <<<"$agent")"
+check "agent.pinPrograms=false: no init container, nothing pinned, nothing privileged" \
+  lacks 'initContainers|privileged: true|bpffs' "$(render --set agent.pinPrograms=false | grep -v '^[[:space:]]*#' | grep -v 'value: ""')"
+check "the agent knows its DaemonSet, to unpin when it is gone" \
+  has 'value: "herdwatch-agent"' "$(grep -A1 HERDWATCH_DAEMONSET <<<"$agent")"
 check "the agent shares the host pid namespace" has 'hostPID: true' "$agent"
 check "the agent drops all capabilities before adding its own" has 'drop: \["ALL"\]' "$agent"
 check "the agent adds no CAP_SYS_ADMIN" lacks 'SYS_ADMIN' "$agent"

@@ -156,6 +156,11 @@ cmd_down() {
       || log "kube-proxy --cleanup reported errors (see $LOG_DIR/kube-proxy.log)"
   fi
   remove_kubelet_iptables
+  # The agent keeps its programs attached across its own restarts by pinning them; a
+  # cluster stopped under it (no uninstall) leaves them in the kernel until this.
+  if [[ -d /sys/fs/bpf/herdwatch ]]; then
+    rm -rf /sys/fs/bpf/herdwatch && log "removed herdwatch's pinned programs (/sys/fs/bpf/herdwatch)"
+  fi
   local c
   for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop_component "$c"

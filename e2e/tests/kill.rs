@@ -11,8 +11,11 @@ use herdwatch_api::violation::{KilledBy, RuleSource};
 use herdwatch_e2e::fixtures::{
     deny_wget_policy_killing, deploy_with_policy, node_of, wait_violation, RESPONSE_TIMEOUT,
 };
+use herdwatch_e2e::metrics::component_pods;
 use herdwatch_e2e::metrics::{parse, scrape_agent, sum};
-use herdwatch_e2e::{step, wait_until_soft, with_temp_ns, Env};
+use herdwatch_e2e::{
+    step, wait_until, wait_until_soft, with_temp_ns, Env, AGENT, HERDWATCH_NAMESPACE,
+};
 use kube::ResourceExt;
 
 const KILLS: &str = "herdwatch_agent_process_kills_total";
@@ -25,6 +28,51 @@ const FETCH: &str = "rm -f /tmp/fetched; wget -q -O /tmp/fetched http://127.0.0.
 async fn kills_in_kernel(env: &Env, node: &str) -> Result<f64, String> {
     let text = scrape_agent(env, node).await?;
     Ok(sum(&parse(&text), KILLS, &[("result", "killed_in_kernel")]))
+}
+
+/// Runs [`FETCH`] in `pod` until an attempt is killed in the kernel (counted so by the agent
+/// on `node`); returns that attempt's output. Nothing in the API says when the agent has
+/// written the policy into the kernel: this tries every 5 seconds.
+async fn first_kill_in_kernel(env: &Env, ns: &str, pod: &str, node: &str) -> String {
+    let deadline = Instant::now() + RESPONSE_TIMEOUT;
+    loop {
+        let before = kills_in_kernel(env, node)
+            .await
+            .unwrap_or_else(|e| panic!("scraping the agent on node {node}: {e}"));
+        let (code, out) = env.exec(ns, pod, "app", FETCH);
+        step(format!(
+            "kubectl exec -n {ns} {pod} -- sh -c '{FETCH}': exit {code}: {}",
+            out.trim()
+        ));
+        if out.contains("wget exit 137") {
+            let counted = wait_until_soft(
+                &format!("{KILLS}{{result=\"killed_in_kernel\"}} above {before} on node {node}"),
+                Duration::from_secs(15),
+                || {
+                    let (env, node) = (env.clone(), node.to_owned());
+                    async move {
+                        let now = kills_in_kernel(&env, &node).await?;
+                        if now > before {
+                            Ok(now)
+                        } else {
+                            Err(format!("{now}"))
+                        }
+                    }
+                },
+            )
+            .await;
+            if let Ok(total) = counted {
+                step(format!("  {KILLS}{{result=\"killed_in_kernel\"}} {total}"));
+                return out;
+            }
+            step("  killed, but not in the kernel (the agent killed it from user space)");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no attempt was killed in the kernel within {RESPONSE_TIMEOUT:?}; last output: {out}"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -41,47 +89,7 @@ async fn a_denied_wget_is_killed_in_the_kernel_before_it_runs() {
         let (pod, node) = (pod.name_any(), node_of(&pod));
         let rule = format!("policy/{}/no-wget", policy.name_any());
 
-        // Nothing in the API says when the agent has written the policy into the kernel:
-        // try every 5 seconds until an attempt is killed there.
-        let deadline = Instant::now() + RESPONSE_TIMEOUT;
-        let killed = loop {
-            let before = kills_in_kernel(&env, &node)
-                .await
-                .unwrap_or_else(|e| panic!("scraping the agent on node {node}: {e}"));
-            let (code, out) = env.exec(&ns, &pod, "app", FETCH);
-            step(format!(
-                "kubectl exec -n {ns} {pod} -- sh -c '{FETCH}': exit {code}: {}",
-                out.trim()
-            ));
-            if out.contains("wget exit 137") {
-                let counted = wait_until_soft(
-                    &format!("{KILLS}{{result=\"killed_in_kernel\"}} above {before} on node {node}"),
-                    Duration::from_secs(15),
-                    || {
-                        let (env, node) = (env.clone(), node.clone());
-                        async move {
-                            let now = kills_in_kernel(&env, &node).await?;
-                            if now > before {
-                                Ok(now)
-                            } else {
-                                Err(format!("{now}"))
-                            }
-                        }
-                    },
-                )
-                .await;
-                if let Ok(total) = counted {
-                    step(format!("  {KILLS}{{result=\"killed_in_kernel\"}} {total}"));
-                    break out;
-                }
-                step("  killed, but not in the kernel (the agent killed it from user space)");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no attempt was killed in the kernel within {RESPONSE_TIMEOUT:?}; last output: {out}"
-            );
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        };
+        let killed = first_kill_in_kernel(&env, &ns, &pod, &node).await;
         assert!(
             !killed.contains("fetched"),
             "wget died by SIGKILL before it ran, so it fetched nothing: {killed}"
@@ -115,6 +123,155 @@ async fn a_denied_wget_is_killed_in_the_kernel_before_it_runs() {
                 .first()
                 .is_some_and(|a| a.rsplit('/').next() == Some("wget"));
         assert!(named_wget, "the record shows that wget was run: {:?}", v.spec.event);
+    })
+    .await;
+}
+
+/// Keeps every agent pod off the nodes (a nodeSelector no node has) while it lives, as a
+/// crash loop, an OOM kill or a slow upgrade would; puts the DaemonSet back when dropped,
+/// even when the test fails.
+struct NoAgent {
+    env: Env,
+}
+
+impl NoAgent {
+    async fn new(env: &Env) -> NoAgent {
+        let away = NoAgent { env: env.clone() };
+        let out = env.kubectl(&[
+            "-n",
+            HERDWATCH_NAMESPACE,
+            "patch",
+            "daemonset",
+            AGENT,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"nodeSelector":{"herdwatch.dev/e2e-no-agent":"true"}}}}}"#,
+        ]);
+        assert!(
+            out.status.success(),
+            "patching the agent DaemonSet away: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until(
+            "no agent pod on any node",
+            Duration::from_secs(120),
+            || async {
+                let pods = component_pods(env, "agent").await?;
+                if pods.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} agent pod(s) left", pods.len()))
+                }
+            },
+        )
+        .await;
+        away
+    }
+}
+
+impl Drop for NoAgent {
+    fn drop(&mut self) {
+        let out = self.env.kubectl(&[
+            "-n",
+            HERDWATCH_NAMESPACE,
+            "patch",
+            "daemonset",
+            AGENT,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"nodeSelector":null}}}}"#,
+        ]);
+        if !out.status.success() {
+            eprintln!(
+                "putting the agent DaemonSet back failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// The agent goes away (a crash, an OOM kill, an upgrade that has not started its new pod
+/// yet) and no agent runs on the node: the programs it pinned go on killing a denied exec,
+/// and the next agent adopts them and records the gap.
+#[tokio::test]
+async fn a_denied_wget_is_killed_while_no_agent_runs() {
+    let env = Env::with_herdwatch().await;
+    with_temp_ns(&env, "kill-gap", &[], |env, ns| async move {
+        let (pod, _policy) = deploy_with_policy(
+            &env,
+            &ns,
+            "app",
+            &deny_wget_policy_killing(&ns, ResponseAction::Tag),
+        )
+        .await;
+        let (pod, node) = (pod.name_any(), node_of(&pod));
+        first_kill_in_kernel(&env, &ns, &pod, &node).await;
+
+        let away = NoAgent::new(&env).await;
+        step("no agent runs on any node now");
+        let (code, out) = env.exec(&ns, &pod, "app", FETCH);
+        step(format!(
+            "kubectl exec -n {ns} {pod} -- sh -c '{FETCH}': exit {code}: {}",
+            out.trim()
+        ));
+        let agents = component_pods(&env, "agent")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            agents.is_empty(),
+            "an agent came back during the attempt: the test proves nothing"
+        );
+        assert!(
+            out.contains("wget exit 137") && !out.contains("fetched"),
+            "with no agent running, the pinned programs kill wget before it runs: {out}"
+        );
+        drop(away);
+        env.wait_herdwatch_ready(Duration::from_secs(120)).await;
+
+        // The new agent adopted the programs, and counted the gap as one the kernel covered.
+        let gaps = wait_until(
+            "the new agent counting the gap as covered by adopted programs",
+            Duration::from_secs(60),
+            || {
+                let (env, node) = (env.clone(), node.clone());
+                async move {
+                    let text = scrape_agent(&env, &node).await?;
+                    let gaps = sum(
+                        &parse(&text),
+                        "herdwatch_agent_gaps_total",
+                        &[("kernel", "adopted")],
+                    );
+                    if gaps >= 1.0 {
+                        Ok(gaps)
+                    } else {
+                        Err(format!(
+                            "herdwatch_agent_gaps_total{{kernel=\"adopted\"}} {gaps}"
+                        ))
+                    }
+                }
+            },
+        )
+        .await;
+        step(format!(
+            "herdwatch_agent_gaps_total{{kernel=\"adopted\"}} {gaps}"
+        ));
+        let events = env.kubectl(&[
+            "-n",
+            HERDWATCH_NAMESPACE,
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            "reason=AgentGap",
+            "-o",
+            "jsonpath={range .items[*]}{.note}{\"\\n\"}{end}",
+        ]);
+        let notes = String::from_utf8_lossy(&events.stdout).to_string();
+        step(format!("AgentGap events: {}", notes.trim()));
+        assert!(
+            notes.contains(&format!("node {node} went without a herdwatch agent")),
+            "the gap is posted as an Event on the agent's DaemonSet: {notes:?} {}",
+            String::from_utf8_lossy(&events.stderr)
+        );
     })
     .await;
 }

@@ -26,10 +26,11 @@ use core::ffi::c_void;
 use core::ptr::addr_of_mut;
 use herdwatch_abi::{
     argv_names, exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
-    CWD_COMPONENT, CWD_DEPTH, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, ENFORCE_SPARE_INIT,
-    EXEC_ARGV_TRUNCATED, EXEC_CWD_ROOT, EXEC_FILENAME_TRUNCATED, EXEC_FILE_NAME_TRUNCATED,
-    EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0,
-    EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
+    CWD_COMPONENT, CWD_DEPTH, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, ENFORCE_INHERITED,
+    ENFORCE_SPARE_INIT, EXEC_ARGV_TRUNCATED, EXEC_CWD_ROOT, EXEC_FILENAME_TRUNCATED,
+    EXEC_FILE_NAME_TRUNCATED, EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET,
+    EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME,
+    MAX_PATH,
 };
 
 use crate::common::{
@@ -306,6 +307,27 @@ fn enforce_unrecorded(task: usize, bprm: usize, cgroup_id: u64, enforcement: Enf
     }
 }
 
+/// How an exec in `cgroup_id` is judged: (judged, the cgroup whose keys hold the rules, its
+/// entry). A cgroup without an entry of its own falls back to its parent's: a container's
+/// nested cgroups to the container's, a container created since the agent last wrote to
+/// its pod's ([`ENFORCE_INHERITED`]), so that it is judged from its first exec. An
+/// inherited entry judges only the cgroups below it.
+#[inline(always)]
+fn enforcement_of(task: usize, cgroup_id: u64) -> (bool, u64, Enforcement) {
+    // SAFETY: lookups in a map of plain integers; the value is copied out at once.
+    if let Some(own) = unsafe { ENFORCE.get(&cgroup_id) } {
+        let own = *own;
+        return (own.flags & ENFORCE_INHERITED == 0, cgroup_id, own);
+    }
+    let Ok(parent) = setup::parent_cgroup_id(task) else {
+        return (false, 0, Enforcement::default());
+    };
+    match unsafe { ENFORCE.get(&parent) } {
+        Some(inherited) => (true, parent, *inherited),
+        None => (false, 0, Enforcement::default()),
+    }
+}
+
 #[inline(always)]
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     // SAFETY: sched_process_exec is
@@ -322,14 +344,10 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     // Copied into a value written on both paths (zeros when the cgroup has no entry): the
     // verifier refuses to spill a register never written, which the compiler emitted for
     // the fields of a `None` once the program grew.
-    // SAFETY: a lookup in a map of plain integers; the value is copied out at once.
-    let (judged, enforcement) = match unsafe { ENFORCE.get(&cgroup_id) } {
-        Some(enforcement) => (true, *enforcement),
-        None => (false, Enforcement::default()),
-    };
+    let (judged, rules_cgroup, enforcement) = enforcement_of(task, cgroup_id);
     let Some(mut entry) = reserve::<ExecEvent>(EventKind::Exec) else {
         if judged {
-            enforce_unrecorded(task, bprm, cgroup_id, enforcement);
+            enforce_unrecorded(task, bprm, rules_cgroup, enforcement);
         }
         return Ok(());
     };
@@ -380,7 +398,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
         };
         addr_of_mut!((*event).cwd_depth).write(cwd_depth);
         if judged
-            && must_die(&*event, flags, cgroup_id, enforcement)
+            && must_die(&*event, flags, rules_cgroup, enforcement)
             && !spared_as_init(task, enforcement)
             && kill_current()
         {

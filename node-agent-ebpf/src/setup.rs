@@ -40,6 +40,14 @@ fn cgroup_node(task: usize) -> Result<(usize, u64), Error> {
     Ok((kn, kread(kn, off!(kernfs_node_id))?))
 }
 
+/// The id of the cgroup v2 directory above `task`'s own.
+#[inline(always)]
+pub fn parent_cgroup_id(task: usize) -> Result<u64, Error> {
+    let (kn, _) = cgroup_node(task)?;
+    let parent: usize = kread(kn, off!(kernfs_node_parent))?;
+    kread(parent, off!(kernfs_node_id))
+}
+
 /// Whether `task`'s parent is outside its cgroup `cgroup_id`. With `or_pod`, a parent in a
 /// sibling cgroup (same parent directory: the same pod) counts as inside.
 #[inline(always)]

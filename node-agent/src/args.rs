@@ -53,7 +53,7 @@ pub enum Command {
 #[derive(Clone, Debug, Args)]
 pub struct MountBpffsArgs {
     /// Where to mount it (a directory that exists).
-    #[arg(default_value = "/sys/fs/bpf")]
+    #[arg(env = "HERDWATCH_BPFFS_PATH", default_value = "/sys/fs/bpf")]
     pub path: PathBuf,
 }
 

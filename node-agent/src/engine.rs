@@ -30,7 +30,7 @@ use herdwatch_model::{Event, Process as ModelProcess, Timestamp};
 
 use tracing::warn;
 
-use crate::cgroup::{CgroupSource, ContainerRef};
+use crate::cgroup::{parse_cgroup_path, CgroupKind, CgroupSource, ContainerRef};
 use crate::drift::DriftProbe;
 use crate::evaluate::kernel::ExecRules;
 use crate::evaluate::{Evaluator, Finding};
@@ -429,7 +429,7 @@ impl Engine {
         const MAX_FORGOTTEN: usize = 65_536;
         let pods_generation = self.pods.generation();
         let mut out = Vec::new();
-        for (cgroup_id, c) in live_containers(pipeline) {
+        for (cgroup_id, c, _) in live_containers(pipeline) {
             let Some(a) = self.pods.read(|index| index.lookup(&c)) else {
                 continue;
             };
@@ -463,8 +463,9 @@ impl Engine {
     ) -> BTreeMap<u64, Arc<ExecRules>> {
         let pods_generation = self.pods.generation();
         let mut out = BTreeMap::new();
-        for (cgroup_id, c) in live_containers(pipeline) {
-            let Some(a) = self.pods.read(|index| index.lookup(&c)) else {
+        let live = live_containers(pipeline);
+        for (cgroup_id, c, _) in &live {
+            let Some(a) = self.pods.read(|index| index.lookup(c)) else {
                 continue;
             };
             let Some(meta) = a.container() else {
@@ -474,7 +475,45 @@ impl Engine {
                 .evaluator
                 .exec_rules(&c.id, pods_generation, &a.pod, meta, protected);
             if !rules.is_empty() {
-                out.insert(cgroup_id, Arc::new(rules));
+                out.insert(*cgroup_id, Arc::new(rules));
+            }
+        }
+
+        // Each pod's cgroup: what all of its containers have in common, for a container
+        // the kernel meets before this agent has written its own entry (a restart).
+        let mut pods: BTreeMap<u64, Arc<PodMeta>> = BTreeMap::new();
+        for (_, c, path) in &live {
+            let Some(pod) = c
+                .pod_uid
+                .as_ref()
+                .and_then(|uid| self.pods.read(|index| index.pod(uid).cloned()))
+            else {
+                continue;
+            };
+            let Some((pod_dir, _)) = path.rsplit_once('/') else {
+                continue;
+            };
+            if !matches!(parse_cgroup_path(pod_dir), CgroupKind::Pod { .. }) {
+                continue;
+            }
+            if let Some(pod_cgroup) = pipeline.cgroups_mut().source_mut().id_of(pod_dir) {
+                pods.insert(pod_cgroup, pod);
+            }
+        }
+        for (pod_cgroup, pod) in pods {
+            let each: Vec<ExecRules> = pod
+                .containers
+                .iter()
+                .map(|meta| {
+                    // Keyed by name, not by a container id: the container may not run now.
+                    let key: Arc<str> = format!("{}/{}", pod.uid, meta.name).into();
+                    self.evaluator
+                        .exec_rules(&key, pods_generation, &pod, meta, protected)
+                })
+                .collect();
+            let common = ExecRules::common_to(&each);
+            if !each.is_empty() && !common.is_empty() {
+                out.insert(pod_cgroup, Arc::new(common));
             }
         }
         out
@@ -484,7 +523,7 @@ impl Engine {
 /// The container cgroups that hold a live process and still exist, with their container.
 fn live_containers<C: CgroupSource, P: ProcSource>(
     pipeline: &mut Pipeline<C, P>,
-) -> Vec<(u64, ContainerRef)> {
+) -> Vec<(u64, ContainerRef, Arc<str>)> {
     let live: BTreeSet<u64> = pipeline
         .processes()
         .iter()
@@ -504,7 +543,7 @@ fn live_containers<C: CgroupSource, P: ProcSource>(
         if pipeline.cgroups_mut().source_mut().id_of(&info.path) != Some(cgroup_id) {
             continue;
         }
-        out.push((cgroup_id, c.clone()));
+        out.push((cgroup_id, c.clone(), info.path.clone()));
     }
     out
 }
@@ -538,13 +577,14 @@ mod tests {
     const UID: &str = "4f1c2a3b-5d6e-4f70-8192-a3b4c5d6e7f8";
     const WEB: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const WEB_CG: u64 = 21;
+    const POD_CG: u64 = 20;
     const SHIM: u32 = 500;
 
     fn host() -> (MemCgroups, MemProc) {
         let cg = MemCgroups {
             cgroups: vec![
                 (1, "/".into()),
-                (20, format!("/kubepods/besteffort/pod{UID}")),
+                (POD_CG, format!("/kubepods/besteffort/pod{UID}")),
                 (WEB_CG, format!("/kubepods/besteffort/pod{UID}/{WEB}")),
             ],
             walks: 0,
@@ -906,13 +946,19 @@ mod tests {
         }
 
         let rules = engine.kernel_rules(&mut pipeline, &[]);
-        assert_eq!(rules.keys().copied().collect::<Vec<_>>(), [WEB_CG]);
+        assert_eq!(rules.keys().copied().collect::<Vec<_>>(), [POD_CG, WEB_CG]);
         let web = &rules[&WEB_CG];
         assert_eq!(
             web.allow.as_deref(),
             Some(&[b"/usr/sbin/nginx".to_vec()].into())
         );
         assert_eq!(web.deny_names, [b"wget".to_vec()].into());
+        // The pod's cgroup: what its one container has, for a container the kernel meets
+        // before the agent has written its entry (a restart), init spared.
+        let pod = &rules[&POD_CG];
+        assert!(pod.inherited && pod.spare_init && !web.inherited);
+        assert_eq!(pod.allow, web.allow);
+        assert_eq!(pod.deny_names, web.deny_names);
         assert!(
             engine
                 .kernel_rules(&mut pipeline, &["shop".into()])
@@ -926,6 +972,7 @@ mod tests {
         let rules = engine.kernel_rules(&mut pipeline, &[]);
         assert_eq!(rules[&WEB_CG].allow, None);
         assert!(!rules[&WEB_CG].deny_names.is_empty());
+        assert_eq!(rules[&POD_CG].allow, None);
 
         // Promoted at 100: the kernel forgets the container's first sightings once, when the
         // operator no longer learns what was seen before the promotion.
@@ -957,16 +1004,28 @@ mod tests {
             .find(|(id, _)| *id == WEB_CG)
             .cloned()
             .unwrap();
+        // The pod lives on in its other cgroup (standing for its sandbox): its entry stays,
+        // for the container that replaces the one gone.
         cgroups.retain(|(id, _)| *id != WEB_CG);
-        assert!(engine.kernel_rules(&mut pipeline, &[]).is_empty());
+        let pod_only = |rules: BTreeMap<u64, Arc<ExecRules>>| rules.keys().eq([POD_CG].iter());
+        assert!(pod_only(engine.kernel_rules(&mut pipeline, &[])));
         pipeline.cgroups_mut().source_mut().cgroups.push(web_path);
-        assert_eq!(engine.kernel_rules(&mut pipeline, &[]).len(), 1);
+        assert_eq!(engine.kernel_rules(&mut pipeline, &[]).len(), 2);
         engine.handle(
             &mut learner,
             &mut pipeline,
             &synth::exit(1000, WEB_CG, 0),
             now,
             Timestamp(2),
+        );
+        assert!(pod_only(engine.kernel_rules(&mut pipeline, &[])));
+        // The pod's last process exits: nothing of it is judged.
+        engine.handle(
+            &mut learner,
+            &mut pipeline,
+            &synth::exit(2000, OTHER_CG, 0),
+            now,
+            Timestamp(3),
         );
         assert!(engine.kernel_rules(&mut pipeline, &[]).is_empty());
     }

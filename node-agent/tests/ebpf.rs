@@ -156,6 +156,19 @@ impl TestCgroup {
         TestCgroup { path, id }
     }
 
+    /// A cgroup inside this one (a container inside its pod's cgroup). Drop it first.
+    fn child(&self, name: &str) -> TestCgroup {
+        let path = self.path.join(name);
+        if !path.exists() {
+            fs::create_dir(&path)
+                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
+        }
+        let id = fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+            .ino();
+        TestCgroup { path, id }
+    }
+
     /// A command that moves itself into this cgroup, then execs `program` with `args`.
     fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new("/bin/sh");
@@ -2157,4 +2170,64 @@ fn an_earlier_builds_programs_keep_killing_until_the_new_agent_retires_them() {
         "with the earlier programs detached and no rule, nothing kills"
     );
     upgraded.unpin().unwrap();
+}
+
+/// A container created since the agent last wrote (a restart) has no entry of its own: its
+/// pod's inherited entry judges it from its first exec. The pod's cgroup itself is not
+/// judged by an entry meant for its containers, and a container's own entry comes first.
+#[test]
+fn a_new_container_is_judged_by_its_pods_entry_from_its_first_exec() {
+    let mut h = Harness::new();
+    let pod = TestCgroup::new("pod");
+    let restarted = pod.child("restarted");
+    let truth = real_path("/bin/true");
+    let script = Script::new("in-a-new-container.sh");
+    let mut enforcer = KernelEnforcer::new();
+    let common = ExecRules::common_to(&[
+        (*allow_only(&[&truth])).clone(),
+        (*allow_only(&[&truth])).clone(),
+    ]);
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([(pod.id, Arc::new(common))]),
+    );
+
+    assert!(
+        killed_by_sigkill(status_of(&restarted, &script.path)),
+        "the pod's rules judge a container without an entry"
+    );
+    assert!(!script.ran());
+    assert!(status_of(&restarted, &truth).success());
+    h.wait_for(
+        &restarted,
+        "the exec of the script, flagged as killed",
+        |events| {
+            execs(events).any(|e| e.filename() == script.path.as_bytes() && e.killed_in_kernel())
+        },
+    );
+
+    assert!(
+        status_of(&pod, &script.path).success(),
+        "an entry for the containers below does not judge the pod's own cgroup"
+    );
+    assert!(script.ran());
+    fs::remove_file(&script.marker).expect("removing the marker");
+
+    // The agent writes the container's own entry: it comes first.
+    enforcer.sync(
+        &mut h.capture,
+        &BTreeMap::from([
+            (
+                pod.id,
+                Arc::new(ExecRules::common_to(&[(*allow_only(&[&truth])).clone()])),
+            ),
+            (restarted.id, allow_only(&[&truth, &script.path])),
+        ]),
+    );
+    assert!(
+        status_of(&restarted, &script.path).success(),
+        "its own entry allows it"
+    );
+    assert!(script.ran());
+    drop(restarted);
 }

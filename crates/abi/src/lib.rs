@@ -512,9 +512,15 @@ pub const ENFORCE_DENY_LIST: u32 = 2;
 /// every image whose entrypoint is one. Left out only when every rule behind the lists asks
 /// for it (`killContainerInit`).
 pub const ENFORCE_SPARE_INIT: u32 = 4;
+/// [`Enforcement::flags`]: an entry for the cgroups directly below this one, not for it: a
+/// pod's cgroup carries the rules all of its containers have in common, so that a container
+/// created since the agent last wrote (a restart, a new container of the pod) is judged
+/// from its first exec. Always with [`ENFORCE_SPARE_INIT`].
+pub const ENFORCE_INHERITED: u32 = 8;
 
 /// Value of the [`ENFORCE_MAP`]: a cgroup whose execs the kernel judges. A cgroup without an
-/// entry is never touched.
+/// entry of its own is judged by its parent's entry, if it has one; otherwise it is never
+/// touched.
 ///
 /// The node agent replaces a cgroup's rules by writing a new set of [`ExeKey`]s under the
 /// next `generation`, then this entry, then (later) deleting the old keys: the kernel reads

@@ -44,8 +44,8 @@ use std::sync::Arc;
 
 use herdwatch_abi::{
     Enforcement, ExeHashes, ExeKey, ExeVerdict, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST,
-    ENFORCE_SPARE_INIT, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME,
-    EXE_KEY_PATH, EXE_MULTI_CALL,
+    ENFORCE_INHERITED, ENFORCE_SPARE_INIT, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET,
+    EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL,
 };
 use herdwatch_model::pattern::{is_glob, path_glob_match};
 use herdwatch_model::policy::{ClusterPolicy, Deny, MULTI_CALL, SHELLS};
@@ -152,9 +152,41 @@ pub struct ExecRules {
     /// Some rule behind the lists did not ask to kill a container's init (PID 1): the
     /// kernel spares it, and user space records it as spared.
     pub spare_init: bool,
+    /// For the containers below a pod's cgroup that have no entry of their own yet, not
+    /// for the cgroup itself ([`ExecRules::common_to`]).
+    pub inherited: bool,
 }
 
 impl ExecRules {
+    /// The rules every one of `containers` (the rules of each container of one pod) has in
+    /// common: what the kernel may apply to a container of the pod it has no entry for yet
+    /// (one created since the agent last wrote: a restart, a container started late). The
+    /// kernel's kills in such a container must still be a subset of what the evaluator will
+    /// kill once it knows which container it is, whichever it turns out to be:
+    /// - an allow list only when every container has one, and then their union;
+    /// - a name or path denied only when every container denies it;
+    /// - a container's init always spared.
+    pub fn common_to(containers: &[ExecRules]) -> ExecRules {
+        let Some((first, rest)) = containers.split_first() else {
+            return ExecRules::default();
+        };
+        let mut common = first.clone();
+        for rules in rest {
+            common.allow = match (common.allow.take(), &rules.allow) {
+                (Some(a), Some(b)) => Some(Arc::new(a.union(b).cloned().collect())),
+                _ => None,
+            };
+            common.deny_paths.retain(|p| rules.deny_paths.contains(p));
+            common.deny_names.retain(|n| rules.deny_names.contains(n));
+            common
+                .deny_applets
+                .retain(|n| rules.deny_applets.contains(n));
+        }
+        common.spare_init = true;
+        common.inherited = true;
+        common
+    }
+
     /// Nothing for the kernel to judge: the cgroup needs no entry.
     pub fn is_empty(&self) -> bool {
         self.allow.is_none() && !self.denies()
@@ -175,6 +207,9 @@ impl ExecRules {
         }
         if self.spare_init {
             flags |= ENFORCE_SPARE_INIT;
+        }
+        if self.inherited {
+            flags |= ENFORCE_INHERITED | ENFORCE_SPARE_INIT;
         }
         flags
     }
@@ -1112,6 +1147,64 @@ pub(crate) mod tests {
         enforcer.sync(&mut maps, &second);
         assert!(maps.rules.keys().all(|k| k.generation == 2));
         assert_eq!(maps.rules.len(), 2);
+    }
+
+    #[test]
+    fn a_pods_common_rules_kill_only_what_every_container_would() {
+        let web = ExecRules {
+            deny_paths: [b"/usr/bin/nc".to_vec(), b"/tmp/x".to_vec()].into(),
+            ..(*rules(Some(&["/usr/sbin/nginx", "/bin/sh"]), &["wget", "curl"])).clone()
+        };
+        let sidecar = ExecRules {
+            deny_paths: [b"/usr/bin/nc".to_vec()].into(),
+            ..(*rules(Some(&["/usr/bin/envoy"]), &["wget"])).clone()
+        };
+        let common = ExecRules::common_to(&[web.clone(), sidecar.clone()]);
+        assert_eq!(
+            common.allow.as_deref(),
+            Some(&*paths(&["/usr/sbin/nginx", "/bin/sh", "/usr/bin/envoy"]))
+        );
+        assert_eq!(
+            common.deny_names,
+            [b"wget".to_vec()].into(),
+            "curl: the sidecar may run it"
+        );
+        assert_eq!(common.deny_paths, [b"/usr/bin/nc".to_vec()].into());
+        assert!(common.spare_init && common.inherited);
+        assert_eq!(
+            common.flags(),
+            ENFORCE_ALLOW_LIST | ENFORCE_DENY_LIST | ENFORCE_SPARE_INIT | ENFORCE_INHERITED
+        );
+
+        // A container without an allow list (no profile that kills): none for the pod.
+        let debug = (*rules(None, &["wget"])).clone();
+        let common = ExecRules::common_to(&[web.clone(), sidecar, debug]);
+        assert_eq!(common.allow, None);
+        assert_eq!(common.deny_names, [b"wget".to_vec()].into());
+        assert!(ExecRules::common_to(&[]).is_empty());
+
+        // What the kernel kills in a new container of the pod, the evaluator would kill in
+        // whichever container it is.
+        let mut maps = MemMaps::default();
+        let mut enforcer = KernelEnforcer::new();
+        let pod = ExecRules::common_to(std::slice::from_ref(&web));
+        enforcer.sync(
+            &mut maps,
+            &BTreeMap::from([(1, Arc::new(pod)), (2, Arc::new(web))]),
+        );
+        for exe in [
+            &b"/usr/sbin/nginx"[..],
+            b"/tmp/x",
+            b"/usr/bin/wget",
+            b"/bin/sh",
+            b"/opt/y",
+        ] {
+            assert!(
+                !maps.kills(1, exe) || maps.kills(2, exe),
+                "{}",
+                String::from_utf8_lossy(exe)
+            );
+        }
     }
 
     #[test]

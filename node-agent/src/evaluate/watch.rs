@@ -57,7 +57,9 @@ async fn reflect<K>(
                 if !synced {
                     synced = true;
                     info!(what, objects = reader.len(), "synced");
-                    on_synced.take().map(|f| f());
+                    if let Some(synced) = on_synced.take() {
+                        synced();
+                    }
                 }
             }
             Ok(Event::Apply(_) | Event::Delete(_)) => rebuild(&reader),
