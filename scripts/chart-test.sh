@@ -49,8 +49,9 @@ check "the agent is not privileged by default" lacks 'privileged: true' "$agent_
 # pins its programs in, which does nothing else.
 init=$(awk '/^      initContainers:/{d=1} /^      containers:/{d=0} d{print}' <<<"$agent")
 check "only the init container is privileged, and it only mounts the BPF filesystem"   test "$(grep -c 'privileged: true' <<<"$default")" = 1 -a "$(grep -c 'privileged: true' <<<"$init")" = 1
-check "the init container runs mount-bpffs" has 'args: \["mount-bpffs", "/host/sys/fs/bpf"\]' "$init"
-check "the init container's mount reaches the host" has 'mountPropagation: Bidirectional' "$init"
+check "the init container mounts the BPF filesystem in the host's mount namespace" \
+  has 'args: \["mount-bpffs", "--mount-namespace", "parent", "/sys/fs/bpf"\]' "$init"
+check "nothing needs mount propagation (hosts with a private /sys refuse it)" lacks 'mountPropagation' "$agent"
 check "the agent pins its programs by default" \
   has 'value: "/host/sys/fs/bpf/herdwatch"' "$(grep -A1 HERDWATCH_PIN_ROOT <<<"$agent")"
 check "agent.pinPrograms=false: no init container, nothing pinned, nothing privileged" \

@@ -157,7 +157,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
 
     let mut pipeline = host_pipeline(&args.capture, Some(store.clone()))?;
-    let pin_root = (!args.pin_root.as_os_str().is_empty()).then_some(args.pin_root.as_path());
+    let pin_root = (!args.pin_root.is_empty()).then_some(std::path::Path::new(&args.pin_root));
     let mut capture = load_capture(&args.capture, pin_root)?;
     let attached_ns = unix_ns(SystemTime::now());
     // With the programs adopted, the kernel judged and counted all along: start from the

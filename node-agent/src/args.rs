@@ -55,6 +55,14 @@ pub struct MountBpffsArgs {
     /// Where to mount it (a directory that exists).
     #[arg(env = "HERDWATCH_BPFFS_PATH", default_value = "/sys/fs/bpf")]
     pub path: PathBuf,
+
+    /// Mount it in this mount namespace (a path like `/proc/1/ns/mnt`), or `parent`: the
+    /// namespace of this process's parent, which for a container's first process is the
+    /// container runtime's shim, in the host's namespace. No mount propagation from the
+    /// container is needed, which many hosts do not allow for /sys. Empty: this process's
+    /// own.
+    #[arg(long, env = "HERDWATCH_BPFFS_MOUNT_NAMESPACE", default_value = "")]
+    pub mount_namespace: String,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -231,7 +239,7 @@ pub struct RunArgs {
     /// is upgraded; the next agent adopts them. Empty: nothing is pinned, and the programs
     /// stop with the agent.
     #[arg(long, env = "HERDWATCH_PIN_ROOT", default_value = crate::capture::pins::DEFAULT_PIN_ROOT)]
-    pub pin_root: PathBuf,
+    pub pin_root: String,
 
     /// The DaemonSet this agent runs in (in its own namespace). When the agent stops and
     /// the DaemonSet is gone or being deleted (herdwatch is being uninstalled), it removes
@@ -296,6 +304,7 @@ fn parse_duration_arg(input: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn durations() {
@@ -307,6 +316,32 @@ mod tests {
         for bad in ["", "s", "10x", "1.5s", "-1s", "m5", "99999999999999999999h"] {
             let err = parse_duration(bad).unwrap_err().to_string();
             assert!(err.contains("e.g. 500ms"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn pinning_is_on_by_default_and_an_empty_root_turns_it_off() {
+        let run = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => run.pin_root,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(run(&["herdwatch-agent", "run"]), "/sys/fs/bpf/herdwatch");
+        assert_eq!(run(&["herdwatch-agent", "run", "--pin-root", ""]), "");
+        match Cli::try_parse_from([
+            "herdwatch-agent",
+            "mount-bpffs",
+            "--mount-namespace",
+            "parent",
+        ])
+        .map(|c| c.command)
+        {
+            Ok(Command::MountBpffs(m)) => {
+                assert_eq!(
+                    (m.mount_namespace.as_str(), m.path.as_path()),
+                    ("parent", Path::new("/sys/fs/bpf"))
+                )
+            }
+            other => panic!("{other:?}"),
         }
     }
 

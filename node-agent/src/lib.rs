@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod args;
 pub mod argv;
+pub mod bounded_read;
 pub mod capture;
 pub mod cgroup;
 pub mod drift;

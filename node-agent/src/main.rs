@@ -2,10 +2,11 @@
 //! hands over to the library (`observe` or `run`).
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use anyhow::Context;
 use clap::Parser;
-use herdwatch_node_agent::args::{Cli, Command, LogFormat};
+use herdwatch_node_agent::args::{Cli, Command, LogFormat, MountBpffsArgs};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
@@ -24,10 +25,43 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli)?;
+    // Before any runtime thread exists: entering a mount namespace needs one thread.
+    if let Command::MountBpffs(args) = &cli.command {
+        return mount_bpffs(args);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(cli))
+}
+
+fn mount_bpffs(args: &MountBpffsArgs) -> anyhow::Result<()> {
+    let namespace = (!args.mount_namespace.is_empty()).then_some(Path::new(&args.mount_namespace));
+    let mounted = herdwatch_node_agent::capture::pins::ensure_bpffs_in(namespace, &args.path)
+        .with_context(|| {
+            let inside = namespace.map_or(String::new(), |n| {
+                format!(" in the mount namespace of {}", n.display())
+            });
+            format!(
+                "cannot mount a BPF filesystem on {}{inside} (the container must be \
+                 privileged, in the host's pid namespace)",
+                args.path.display()
+            )
+        })?;
+    let what = if mounted {
+        "mounted"
+    } else {
+        "already mounted"
+    };
+    tracing::info!(path = %args.path.display(), "BPF filesystem {what}");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Observe(args) => herdwatch_node_agent::observe::observe(args)
             .await
@@ -35,22 +69,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => herdwatch_node_agent::agent::run(args)
             .await
             .context("agent failed")?,
-        Command::MountBpffs(args) => {
-            let mounted = herdwatch_node_agent::capture::pins::ensure_bpffs(&args.path)
-                .with_context(|| {
-                    format!(
-                        "cannot mount a BPF filesystem on {} (the container needs to be \
-                         privileged, with the host's directory mounted Bidirectional)",
-                        args.path.display()
-                    )
-                })?;
-            let what = if mounted {
-                "mounted"
-            } else {
-                "already mounted"
-            };
-            tracing::info!(path = %args.path.display(), "BPF filesystem {what}");
-        }
+        Command::MountBpffs(_) => unreachable!("handled before the runtime starts"),
         Command::Unpin(args) => {
             let removed = herdwatch_node_agent::capture::pins::remove_all(&args.pin_root)
                 .with_context(|| {

@@ -40,9 +40,33 @@ pub fn on_bpffs(path: &Path) -> io::Result<bool> {
     Ok(f_type == BPF_FS_MAGIC)
 }
 
-/// Mounts a BPF filesystem on `path` unless one is there; says which it did. The agent's
-/// init container runs this on the host's /sys/fs/bpf, which a freshly booted node may not
-/// have mounted.
+/// Mounts a BPF filesystem on `path` unless one is there; says which it did. With
+/// `mount_namespace` (the host's: `/proc/1/ns/mnt` of a pod with hostPID), the mount is
+/// made there: the agent's init container runs this for the host's /sys/fs/bpf, which a
+/// freshly booted node may not have mounted. Entering a mount namespace needs a process
+/// with one thread: call this before any runtime starts threads.
+pub fn ensure_bpffs_in(mount_namespace: Option<&Path>, path: &Path) -> io::Result<bool> {
+    if let Some(namespace) = mount_namespace {
+        // `parent`: the namespace of whoever started this process, the container
+        // runtime's shim, which runs in the host's (the host's pid 1 may not be readable).
+        let namespace = if namespace == Path::new("parent") {
+            PathBuf::from(format!(
+                "/proc/{}/ns/mnt",
+                std::os::unix::process::parent_id()
+            ))
+        } else {
+            namespace.to_path_buf()
+        };
+        let fd = std::fs::File::open(&namespace)?;
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&fd),
+            Some(rustix::thread::LinkNameSpaceType::Mount),
+        )?;
+    }
+    ensure_bpffs(path)
+}
+
+/// Mounts a BPF filesystem on `path` unless one is there; says which it did.
 pub fn ensure_bpffs(path: &Path) -> io::Result<bool> {
     if on_bpffs(path)? {
         return Ok(false);
