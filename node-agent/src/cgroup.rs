@@ -279,7 +279,8 @@ pub fn parse_mountinfo(text: &str) -> Option<Cgroup2Mount> {
     found
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`. Only three octal digits
+/// that make a byte (`\000` to `\377`) are an escape; anything else is kept as it is.
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -287,7 +288,8 @@ fn unescape_mountinfo(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'\\'
             && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|d| (b'0'..=b'7').contains(d))
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|d| (b'0'..=b'7').contains(d))
         {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
@@ -912,6 +914,19 @@ mod tests {
     }
 
     #[test]
+    fn mountinfo_octal_beyond_a_byte_is_not_an_escape() {
+        // Found by `any_mountinfo_text_parses_without_panicking`: `\400` overflowed a byte.
+        let text = "1 2 0:3 / /a\\400\\040b rw - cgroup2 none rw\n";
+        assert_eq!(
+            parse_mountinfo(text),
+            Some(Cgroup2Mount {
+                mount_point: PathBuf::from("/a\\400 b"),
+                root: "/".into()
+            })
+        );
+    }
+
+    #[test]
     fn resolver_walks_on_a_miss_and_rate_limits_walks() {
         let mut fs = MemCgroups::default();
         fs.cgroups.push((1, "/".into()));
@@ -1119,5 +1134,464 @@ mod tests {
             err.to_string().contains("/nonexistent/herdwatch/cgroup"),
             "{err}"
         );
+    }
+
+    /// Property tests. Cgroup directory names come from container runtimes, which build them
+    /// from ids and names that users choose (`ctr run IMAGE NAME`, `runc run NAME`), and a
+    /// privileged container can create cgroups of its own: the parser must hold up on any
+    /// name, and must not take what only resembles a container for one.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// An id as containerd's CRI plugin, CRI-O and docker generate it.
+        fn container_id() -> impl Strategy<Value = String> {
+            "[0-9a-f]{64}"
+        }
+
+        /// A pod UID in its dashed form: a UUID, or the hash a static pod has for one.
+        fn pod_uid() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                "[0-9a-f]{32}"
+            ]
+        }
+
+        /// What no runtime generates as an id: hex of another length, upper-case hex, or 64
+        /// characters of which one is not lower-case hex (never `/`, which would make it two
+        /// path components).
+        fn not_a_container_id() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9a-f]{1,63}",
+                "[0-9a-f]{65,80}",
+                "[0-9A-F]{64}".prop_filter("one upper-case digit at least", |s| {
+                    s.bytes().any(|b| b.is_ascii_uppercase())
+                }),
+                (container_id(), 0..64usize, "[^0-9a-f/]").prop_map(|(id, at, other)| {
+                    format!("{}{other}{}", &id[..at], &id[at + 1..])
+                }),
+            ]
+        }
+
+        /// Names `ctr run` and `runc run` accept. A name that is itself a pod component
+        /// would make the path a pod's, which is right but not what these tests are about.
+        fn container_name() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_-]{1,128}".prop_filter("not a pod component", |n| pod_uid_of(n).is_none())
+        }
+
+        /// Names that are not valid: a character outside the allowed set, or too long.
+        fn not_a_container_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (
+                    container_name(),
+                    0..128usize,
+                    prop_oneof![Just('.'), Just(':'), Just(' '), Just('@'), Just('é')]
+                )
+                    .prop_map(|(mut name, at, c)| {
+                        name.insert(at.min(name.len()), c);
+                        name
+                    }),
+                "[A-Za-z_-][A-Za-z0-9_-]{128,160}",
+            ]
+        }
+
+        /// The cgroup a Kubernetes pod's container gets, by cgroup driver and runtime.
+        #[derive(Clone, Copy, Debug)]
+        enum PodLayout {
+            /// cgroupfs driver, containerd or docker: `pod<uid>/<id>`.
+            Cgroupfs,
+            /// cgroupfs driver, CRI-O: `pod<uid>/crio-<id>`.
+            CgroupfsCrio,
+            /// systemd driver: `…-pod<uid>.slice/<runtime>-<id>.scope`.
+            Systemd(Runtime),
+            /// containerd with `SystemdCgroup = true` over a cgroupfs runc:
+            /// `…-pod<uid>.slice:<runtime>:<id>` as one directory name.
+            Triplet(Runtime),
+        }
+
+        impl PodLayout {
+            fn runtime(self) -> Runtime {
+                match self {
+                    PodLayout::Cgroupfs => Runtime::Unspecified,
+                    PodLayout::CgroupfsCrio => Runtime::CriO,
+                    PodLayout::Systemd(r) | PodLayout::Triplet(r) => r,
+                }
+            }
+
+            /// The path of container `id` of pod `uid` in QoS class `qos` (`None`:
+            /// Guaranteed, which has no class cgroup), below the kubelet's `root`, with
+            /// `nested` (empty, or `/name`) for a cgroup the container made inside its own.
+            fn path(
+                self,
+                root: &str,
+                qos: Option<&str>,
+                uid: &str,
+                id: &str,
+                nested: &str,
+            ) -> String {
+                let uid_us = uid.replace('-', "_");
+                let pod_slice = match qos {
+                    Some(q) => {
+                        format!("kubepods.slice/kubepods-{q}.slice/kubepods-{q}-pod{uid_us}.slice")
+                    }
+                    None => format!("kubepods.slice/kubepods-pod{uid_us}.slice"),
+                };
+                let pod_dir = match qos {
+                    Some(q) => format!("kubepods/{q}/pod{uid}"),
+                    None => format!("kubepods/pod{uid}"),
+                };
+                match self {
+                    PodLayout::Cgroupfs => format!("{root}/{pod_dir}/{id}{nested}"),
+                    PodLayout::CgroupfsCrio => format!("{root}/{pod_dir}/crio-{id}{nested}"),
+                    PodLayout::Systemd(r) => {
+                        format!("{root}/{pod_slice}/{}-{id}.scope{nested}", prefix_of(r))
+                    }
+                    PodLayout::Triplet(r) => {
+                        let slice = pod_slice.rsplit('/').next().unwrap_or_default();
+                        format!(
+                            "{root}/system.slice/containerd.service/{slice}:{}:{id}{nested}",
+                            prefix_of(r)
+                        )
+                    }
+                }
+            }
+        }
+
+        /// The runtime's name in systemd scopes and triplets.
+        fn prefix_of(runtime: Runtime) -> &'static str {
+            match runtime {
+                Runtime::Containerd => "cri-containerd",
+                Runtime::CriO => "crio",
+                Runtime::Docker => "docker",
+                Runtime::Podman => "libpod",
+                Runtime::Runc | Runtime::Unspecified => unreachable!("no prefix"),
+            }
+        }
+
+        fn pod_layout() -> impl Strategy<Value = PodLayout> {
+            let kube_runtime = || {
+                prop_oneof![
+                    Just(Runtime::Containerd),
+                    Just(Runtime::CriO),
+                    Just(Runtime::Docker)
+                ]
+            };
+            prop_oneof![
+                Just(PodLayout::Cgroupfs),
+                Just(PodLayout::CgroupfsCrio),
+                kube_runtime().prop_map(PodLayout::Systemd),
+                kube_runtime().prop_map(PodLayout::Triplet),
+            ]
+        }
+
+        /// Where the kubelet's hierarchy starts: the root, a `--cgroup-root`, or a node that
+        /// is itself a container (kind), whose own id must not be taken for the pod's.
+        fn kubelet_root() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                Just("/custom-root".to_owned()),
+                Just("/kubelet.slice".to_owned()),
+                container_id().prop_map(|id| format!("/docker/{id}")),
+            ]
+        }
+
+        fn qos() -> impl Strategy<Value = Option<&'static str>> {
+            prop_oneof![
+                Just(None),
+                Just(Some("besteffort")),
+                Just(Some("burstable"))
+            ]
+        }
+
+        fn nested() -> impl Strategy<Value = String> {
+            prop_oneof![Just(String::new()), "/[a-z]{1,8}"]
+        }
+
+        /// The cgroup a runtime gives a container outside Kubernetes, with the runtime it
+        /// names; only the systemd scopes can have cgroups nested below the container's.
+        fn standalone_path(layout: u8, id: &str, nested: &str) -> (String, Runtime) {
+            match layout % 4 {
+                0 => (
+                    format!("/system.slice/docker-{id}.scope{nested}"),
+                    Runtime::Docker,
+                ),
+                1 => (format!("/docker/{id}"), Runtime::Docker),
+                2 => (
+                    format!("/machine.slice/libpod-{id}.scope{nested}"),
+                    Runtime::Podman,
+                ),
+                _ => (format!("/{id}"), Runtime::Runc),
+            }
+        }
+
+        /// A path component from the shapes the parser looks for, near misses of them, and
+        /// anything at all, so that arbitrary paths reach every branch.
+        fn component() -> impl Strategy<Value = String> {
+            let scope_prefix = prop_oneof![
+                Just("cri-containerd"),
+                Just("crio"),
+                Just("crio-conmon"),
+                Just("docker"),
+                Just("libpod"),
+                Just("runc"),
+                Just("rkt"),
+            ];
+            let id_like = || prop_oneof![container_id(), not_a_container_id(), container_name()];
+            prop_oneof![
+                Just(String::new()),
+                Just("kubepods".to_owned()),
+                Just("default".to_owned()),
+                Just("docker".to_owned()),
+                Just("k8s.io".to_owned()),
+                "kubepods(-[a-z]{0,10})?.slice",
+                pod_uid().prop_map(|u| format!("pod{u}")),
+                pod_uid()
+                    .prop_map(|u| format!("kubepods-burstable-pod{}.slice", u.replace('-', "_"))),
+                "pod[0-9a-f_-]{30,38}",
+                id_like(),
+                (scope_prefix.clone(), id_like()).prop_map(|(p, id)| format!("{p}-{id}.scope")),
+                (pod_uid(), scope_prefix, id_like()).prop_map(|(u, p, id)| {
+                    format!("kubepods-pod{}.slice:{p}:{id}", u.replace('-', "_"))
+                }),
+                "[:.a-z0-9_-]{0,12}",
+                any::<String>().prop_map(|s| s.replace('/', "")),
+            ]
+        }
+
+        fn any_path() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::collection::vec(component(), 0..8)
+                    .prop_map(|cs| format!("/{}", cs.join("/"))),
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..200)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ]
+        }
+
+        /// What any parse result must satisfy: ids and UIDs are taken from the path, have
+        /// the shape the runtimes give them, and are bounded.
+        fn check_result(path: &str, kind: &CgroupKind) -> Result<(), TestCaseError> {
+            if let CgroupKind::Container(c) = kind {
+                prop_assert!(
+                    !c.id.contains('/') && path.contains(&*c.id),
+                    "{:?} in {}",
+                    c.id,
+                    path
+                );
+                let named = matches!(c.runtime, Runtime::Containerd | Runtime::Runc);
+                prop_assert!(
+                    is_container_id(&c.id) || named && valid_name(&c.id),
+                    "{:?} is no {:?} id",
+                    c.id,
+                    c.runtime
+                );
+                prop_assert!(c.id.len() <= 128);
+            }
+            if let Some(uid) = kind.pod_uid() {
+                prop_assert!((32..=36).contains(&uid.len()), "{}", uid);
+                prop_assert_eq!(uid.bytes().filter(u8::is_ascii_hexdigit).count(), 32);
+                prop_assert!(
+                    uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+                    "{}",
+                    uid
+                );
+                prop_assert!(
+                    path.replace('_', "-").contains(&**uid),
+                    "{} in {}",
+                    uid,
+                    path
+                );
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_path_parses_to_ids_taken_from_it(path in any_path()) {
+                let kind = parse_cgroup_path(&path);
+                check_result(&path, &kind)?;
+            }
+
+            #[test]
+            fn a_pod_container_is_found_in_every_layout(
+                layout in pod_layout(),
+                root in kubelet_root(),
+                qos in qos(),
+                uid in pod_uid(),
+                id in container_id(),
+                nested in nested(),
+            ) {
+                let path = layout.path(&root, qos, &uid, &id, &nested);
+                prop_assert_eq!(
+                    parse_cgroup_path(&path),
+                    container(layout.runtime(), &id, Some(&uid)),
+                    "{}", path
+                );
+            }
+
+            #[test]
+            fn a_pod_cgroup_with_a_malformed_id_is_the_pod_not_a_container(
+                layout in pod_layout(),
+                root in kubelet_root(),
+                qos in qos(),
+                uid in pod_uid(),
+                id in not_a_container_id(),
+                nested in nested(),
+            ) {
+                let path = layout.path(&root, qos, &uid, &id, &nested);
+                let want = match layout {
+                    // The one directory names pod and container at once; without a
+                    // container the name is nothing herdwatch knows.
+                    PodLayout::Triplet(_) => CgroupKind::Host,
+                    _ => pod(&uid),
+                };
+                prop_assert_eq!(parse_cgroup_path(&path), want, "{}", path);
+            }
+
+            #[test]
+            fn a_standalone_container_is_found_by_its_id(
+                layout in any::<u8>(),
+                id in container_id(),
+                nested in nested(),
+            ) {
+                let (path, runtime) = standalone_path(layout, &id, &nested);
+                prop_assert_eq!(
+                    parse_cgroup_path(&path),
+                    container(runtime, &id, None),
+                    "{}", path
+                );
+            }
+
+            #[test]
+            fn a_standalone_cgroup_with_a_malformed_id_is_not_a_container(
+                layout in any::<u8>(),
+                id in not_a_container_id(),
+                nested in nested(),
+            ) {
+                let (path, _) = standalone_path(layout, &id, &nested);
+                prop_assert_eq!(parse_cgroup_path(&path), CgroupKind::Host, "{}", path);
+            }
+
+            #[test]
+            fn user_named_containers_are_found_by_valid_names_only(
+                namespace in prop_oneof![Just("default"), Just("k8s.io"), Just("moby")],
+                name in container_name(),
+                bad in not_a_container_name(),
+            ) {
+                prop_assert_eq!(
+                    parse_cgroup_path(&format!("/{namespace}/{name}")),
+                    container(Runtime::Containerd, &name, None)
+                );
+                prop_assert_eq!(
+                    parse_cgroup_path(&format!("/system.slice/runc-{name}.scope")),
+                    container(Runtime::Runc, &name, None)
+                );
+                prop_assert_eq!(
+                    parse_cgroup_path(&format!("/{namespace}/{bad}")),
+                    CgroupKind::Host
+                );
+                prop_assert_eq!(
+                    parse_cgroup_path(&format!("/system.slice/runc-{bad}.scope")),
+                    CgroupKind::Host
+                );
+            }
+        }
+
+        /// mountinfo fields as the kernel writes them (`mangle()` in fs/proc_namespace.c):
+        /// space, tab, newline and backslash as three octal digits.
+        fn escape_mountinfo(s: &str) -> String {
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                match c {
+                    ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+
+        /// One mountinfo line: mount id, parent id, device, root, mount point, options,
+        /// optional fields, separator, filesystem type, source, super options.
+        fn mountinfo_line(fstype: &str, root: &str, mount_point: &str, shared: bool) -> String {
+            let optional = if shared { " shared:4 master:1" } else { "" };
+            format!(
+                "51 31 0:38 {} {} rw,nosuid{optional} - {fstype} {fstype} rw,nsdelegate",
+                escape_mountinfo(root),
+                escape_mountinfo(mount_point)
+            )
+        }
+
+        fn mount_root() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("/".to_owned()),
+                prop::collection::vec(prop_oneof!["[a-z.]{1,8}", any::<String>()], 1..4)
+                    .prop_map(|cs| format!("/{}", cs.join("/"))),
+            ]
+        }
+
+        /// A field of a mountinfo line that is mostly escapes, well-formed or not.
+        fn mountinfo_field() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    r"\\[0-7]{3}",
+                    r"\\[0-9]{0,3}",
+                    "[a-z/]{0,4}",
+                    any::<String>()
+                ],
+                0..6,
+            )
+            .prop_map(|parts| parts.concat().replace([' ', '\n'], ""))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_mountinfo_text_parses_without_panicking(
+                lines in prop::collection::vec(
+                    prop_oneof![
+                        (mountinfo_field(), mountinfo_field(), any::<bool>())
+                            .prop_map(|(root, mp, shared)| {
+                                let fstype = if shared { "cgroup2" } else { "tmpfs" };
+                                format!("1 2 0:3 {root} {mp} rw - {fstype} none rw")
+                            }),
+                        any::<String>(),
+                    ],
+                    0..6,
+                ),
+            ) {
+                let _ = parse_mountinfo(&lines.join("\n"));
+            }
+
+            #[test]
+            fn mountinfo_fields_unescape_to_what_was_mounted(
+                mounts in prop::collection::vec(
+                    (
+                        prop_oneof![Just("cgroup2"), Just("cgroup"), Just("tmpfs")],
+                        mount_root(),
+                        any::<String>(),
+                        any::<bool>(),
+                    ),
+                    0..6,
+                ),
+            ) {
+                let text: String = mounts
+                    .iter()
+                    .map(|(fstype, root, mp, shared)| {
+                        mountinfo_line(fstype, root, mp, *shared) + "\n"
+                    })
+                    .collect();
+                // The first mount of the whole hierarchy, else the first cgroup2 mount.
+                let cgroup2: Vec<_> = mounts.iter().filter(|m| m.0 == "cgroup2").collect();
+                let want = cgroup2
+                    .iter()
+                    .find(|m| m.1 == "/")
+                    .or(cgroup2.first())
+                    .map(|m| Cgroup2Mount { mount_point: PathBuf::from(&m.2), root: m.1.clone() });
+                prop_assert_eq!(parse_mountinfo(&text), want, "{}", text);
+            }
+        }
     }
 }

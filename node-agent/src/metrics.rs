@@ -120,6 +120,8 @@ pub struct AgentCounters {
     pub agent_gaps: IntCounterVec,
     /// How long those gaps lasted, summed, in seconds.
     pub agent_gap_seconds: IntCounterVec,
+    /// Reads of /proc files that took too long and were given up.
+    pub proc_read_timeouts: IntCounter,
     observations: IntGauge,
     observations_pending: IntGauge,
     observed_events: Mirrored,
@@ -178,6 +180,11 @@ impl AgentCounters {
             agent_gaps.with_label_values(&[kernel]);
             agent_gap_seconds.with_label_values(&[kernel]);
         }
+        let proc_read_timeouts = IntCounter::new(
+            "herdwatch_agent_proc_read_timeouts_total",
+            "Reads of /proc files given up after 250 ms (a process can make reading its own memory slow); the process is judged by what the kernel reported of it.",
+        )?;
+        r.register(Box::new(proc_read_timeouts.clone()))?;
         let dropped = IntCounter::new(
             "herdwatch_agent_violation_writes_dropped_total",
             "Violation record writes that found the writer's queue full (the record is sent again later).",
@@ -192,6 +199,7 @@ impl AgentCounters {
             violation_writes_dropped: dropped,
             agent_gaps,
             agent_gap_seconds,
+            proc_read_timeouts,
             process_kills,
             api_writes,
             watch_errors: vec(

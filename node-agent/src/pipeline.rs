@@ -185,6 +185,11 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
         &mut self.cgroups
     }
 
+    /// Where processes are read from.
+    pub fn proc_source(&self) -> &P {
+        &self.proc_source
+    }
+
     pub fn stats(&self) -> PipelineStats {
         PipelineStats {
             cgroups: self.cgroups.stats(),

@@ -344,7 +344,7 @@ impl From<&BehaviorChanges> for model::Changes {
             .iter()
             .filter_map(|r| {
                 let rule = egress_rule(&r.peer, r.port, r.protocol, String::new()).ok();
-                truncated += u64::from(rule.is_none());
+                truncated = truncated.saturating_add(u64::from(rule.is_none()));
                 rule
             })
             .collect();

@@ -74,6 +74,10 @@ pub fn max_time(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp>
     }
 }
 
+/// The longest duration a profile holds: about a century. Longer ones, which the CRD
+/// admits, read as this.
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
+
 /// Parses the duration strings users write in profiles: one or more `<integer><unit>` groups
 /// with units `h`, `m` and `s`, e.g. `30m`, `24h`, `1h30m`. This is the subset of Go's
 /// `time.ParseDuration` syntax that whole seconds can hold, so the CEL `duration()` function
@@ -96,7 +100,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         if i == digits_start {
             return Err(invalid());
         }
-        let value: u64 = text[digits_start..i].parse().map_err(|_| invalid())?;
+        // The CRD admits any number of digits: more than a machine word holds reads as the
+        // longest duration rather than failing every read of the profile.
+        let value: u64 = text[digits_start..i].parse().unwrap_or(u64::MAX);
         let unit = match b {
             b'h' => 3600,
             b'm' => 60,
@@ -104,9 +110,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             _ => return Err(invalid()),
         };
         total = value
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(invalid)?;
+            .saturating_mul(unit)
+            .saturating_add(total)
+            .min(MAX_DURATION_SECS);
         i += 1;
         digits_start = i;
     }
@@ -160,7 +166,19 @@ mod tests {
         for bad in ["", "90", "1d", "h", "1.5h", "-1h", "1h 30m", "m30"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
-        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn what_the_schema_admits_beyond_a_machine_word_reads_as_the_longest_duration() {
+        let longest = Duration::from_secs(MAX_DURATION_SECS);
+        for huge in [
+            "99999999999999999999h",
+            "18446744073709551615h",
+            "1000000000h1s",
+        ] {
+            assert_eq!(parse_duration(huge).unwrap(), longest, "{huge}");
+        }
+        assert!(parse_duration("876000h").unwrap() <= longest);
     }
 
     #[test]
