@@ -4,6 +4,7 @@
 //! SIGKILL (137), nothing is fetched, the record says the kernel did it, and the agent
 //! counts the kill as `killed_in_kernel`.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use herdwatch_api::common::ResponseAction;
@@ -11,12 +12,12 @@ use herdwatch_api::violation::{KilledBy, RuleSource};
 use herdwatch_e2e::fixtures::{
     deny_wget_policy_killing, deploy_with_policy, node_of, wait_violation, RESPONSE_TIMEOUT,
 };
-use herdwatch_e2e::metrics::component_pods;
-use herdwatch_e2e::metrics::{parse, scrape_agent, sum};
+use herdwatch_e2e::metrics::{component_pods, parse, scrape_agent, sum};
 use herdwatch_e2e::{
-    step, wait_until, wait_until_soft, with_temp_ns, Env, AGENT, HERDWATCH_NAMESPACE,
+    repo_root, step, wait_until, wait_until_soft, with_temp_ns, Env, AGENT, HERDWATCH_NAMESPACE,
 };
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, ResourceExt};
 
 const KILLS: &str = "herdwatch_agent_process_kills_total";
 
@@ -28,6 +29,19 @@ const FETCH: &str = "rm -f /tmp/fetched; wget -q -O /tmp/fetched http://127.0.0.
 async fn kills_in_kernel(env: &Env, node: &str) -> Result<f64, String> {
     let text = scrape_agent(env, node).await?;
     Ok(sum(&parse(&text), KILLS, &[("result", "killed_in_kernel")]))
+}
+
+/// The web app `app` in `ns` under a policy that denies and kills wget: (pod, its node,
+/// the policy's name).
+async fn app_denying_wget(env: &Env, ns: &str) -> (String, String, String) {
+    let (pod, policy) = deploy_with_policy(
+        env,
+        ns,
+        "app",
+        &deny_wget_policy_killing(ns, ResponseAction::Tag),
+    )
+    .await;
+    (pod.name_any(), node_of(&pod), policy.name_any())
 }
 
 /// Runs [`FETCH`] in `pod` until an attempt is killed in the kernel (counted so by the agent
@@ -79,15 +93,8 @@ async fn first_kill_in_kernel(env: &Env, ns: &str, pod: &str, node: &str) -> Str
 async fn a_denied_wget_is_killed_in_the_kernel_before_it_runs() {
     let env = Env::with_herdwatch().await;
     with_temp_ns(&env, "kill", &[], |env, ns| async move {
-        let (pod, policy) = deploy_with_policy(
-            &env,
-            &ns,
-            "app",
-            &deny_wget_policy_killing(&ns, ResponseAction::Tag),
-        )
-        .await;
-        let (pod, node) = (pod.name_any(), node_of(&pod));
-        let rule = format!("policy/{}/no-wget", policy.name_any());
+        let (pod, node, policy) = app_denying_wget(&env, &ns).await;
+        let rule = format!("policy/{policy}/no-wget");
 
         let killed = first_kill_in_kernel(&env, &ns, &pod, &node).await;
         assert!(
@@ -137,21 +144,10 @@ struct NoAgent {
 impl NoAgent {
     async fn new(env: &Env) -> NoAgent {
         let away = NoAgent { env: env.clone() };
-        let out = env.kubectl(&[
-            "-n",
-            HERDWATCH_NAMESPACE,
-            "patch",
-            "daemonset",
-            AGENT,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"template":{"spec":{"nodeSelector":{"herdwatch.dev/e2e-no-agent":"true"}}}}}"#,
-        ]);
-        assert!(
-            out.status.success(),
-            "patching the agent DaemonSet away: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let selector = r#"{"herdwatch.dev/e2e-no-agent":"true"}"#;
+        if let Err(error) = away.patch_node_selector(selector) {
+            panic!("patching the agent DaemonSet away: {error}");
+        }
         wait_until(
             "no agent pod on any node",
             Duration::from_secs(120),
@@ -167,10 +163,11 @@ impl NoAgent {
         .await;
         away
     }
-}
 
-impl Drop for NoAgent {
-    fn drop(&mut self) {
+    /// Sets the agent pods' nodeSelector (JSON; `null` removes it).
+    fn patch_node_selector(&self, selector: &str) -> Result<(), String> {
+        let patch =
+            format!(r#"{{"spec":{{"template":{{"spec":{{"nodeSelector":{selector}}}}}}}}}"#);
         let out = self.env.kubectl(&[
             "-n",
             HERDWATCH_NAMESPACE,
@@ -179,52 +176,57 @@ impl Drop for NoAgent {
             AGENT,
             "--type=merge",
             "-p",
-            r#"{"spec":{"template":{"spec":{"nodeSelector":null}}}}"#,
+            &patch,
         ]);
-        if !out.status.success() {
-            eprintln!(
-                "putting the agent DaemonSet back failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for NoAgent {
+    fn drop(&mut self) {
+        if let Err(error) = self.patch_node_selector("null") {
+            eprintln!("putting the agent DaemonSet back failed: {error}");
         }
     }
 }
 
 /// The agent goes away (a crash, an OOM kill, an upgrade that has not started its new pod
 /// yet) and no agent runs on the node: the programs it pinned go on killing a denied exec,
-/// and the next agent adopts them and records the gap.
+/// a container restarted meanwhile is judged by its pod's rules from its first exec, and
+/// the next agent adopts the programs and records the gap.
 #[tokio::test]
 async fn a_denied_wget_is_killed_while_no_agent_runs() {
     let env = Env::with_herdwatch().await;
     with_temp_ns(&env, "kill-gap", &[], |env, ns| async move {
-        let (pod, _policy) = deploy_with_policy(
-            &env,
-            &ns,
-            "app",
-            &deny_wget_policy_killing(&ns, ResponseAction::Tag),
-        )
-        .await;
-        let (pod, node) = (pod.name_any(), node_of(&pod));
+        let (pod, node, _) = app_denying_wget(&env, &ns).await;
         first_kill_in_kernel(&env, &ns, &pod, &node).await;
 
         let away = NoAgent::new(&env).await;
         step("no agent runs on any node now");
-        let (code, out) = env.exec(&ns, &pod, "app", FETCH);
-        step(format!(
-            "kubectl exec -n {ns} {pod} -- sh -c '{FETCH}': exit {code}: {}",
-            out.trim()
-        ));
-        let agents = component_pods(&env, "agent")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            agents.is_empty(),
-            "an agent came back during the attempt: the test proves nothing"
-        );
-        assert!(
-            out.contains("wget exit 137") && !out.contains("fetched"),
-            "with no agent running, the pinned programs kill wget before it runs: {out}"
-        );
+        killed_with_no_agent(
+            &env,
+            &ns,
+            &pod,
+            "the pinned programs kill wget before it runs",
+        )
+        .await;
+
+        // The container restarts while no agent runs: the new one has a cgroup no agent
+        // ever wrote an entry for, and its pod's entry judges it from its first exec.
+        let restarts = restart_container(&env, &ns, &pod).await;
+        step(format!("container app restarted ({restarts} restarts)"));
+        killed_with_no_agent(
+            &env,
+            &ns,
+            &pod,
+            "a container created while no agent runs is judged by its pod's rules",
+        )
+        .await;
+
         drop(away);
         env.wait_herdwatch_ready(Duration::from_secs(120)).await;
 
@@ -274,4 +276,83 @@ async fn a_denied_wget_is_killed_while_no_agent_runs() {
         );
     })
     .await;
+}
+
+/// Runs [`FETCH`] in `pod` while no agent runs, and asserts that wget died by SIGKILL
+/// before it ran (`why` says what kills it), and that no agent came back meanwhile.
+async fn killed_with_no_agent(env: &Env, ns: &str, pod: &str, why: &str) {
+    let (code, out) = env.exec(ns, pod, "app", FETCH);
+    step(format!(
+        "kubectl exec -n {ns} {pod} -- sh -c '{FETCH}': exit {code}: {}",
+        out.trim()
+    ));
+    let agents = component_pods(env, "agent")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agents.is_empty(),
+        "an agent came back during the attempt: the test proves nothing"
+    );
+    assert!(
+        out.contains("wget exit 137") && !out.contains("fetched"),
+        "with no agent running, {why}: {out}"
+    );
+}
+
+/// Stops the container `app` of `pod` through the container runtime, as a crash would, and
+/// waits until the kubelet has started a new one; returns its restart count.
+async fn restart_container(env: &Env, ns: &str, pod: &str) -> i32 {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let status = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|s| s.iter().find(|c| c.name == "app").cloned())
+    };
+    let before = pods
+        .get(pod)
+        .await
+        .map(|p| status(&p))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = before.unwrap_or_else(|| panic!("pod {pod} has no status of container app"));
+    let id = before
+        .container_id
+        .as_deref()
+        .and_then(|id| id.split_once("://"))
+        .map(|(_, id)| id.to_owned())
+        .unwrap_or_else(|| panic!("container app of {pod} has no id: {before:?}"));
+    let out = Command::new("bash")
+        .arg(repo_root().join("e2e/cluster/cluster.sh"))
+        .args(["crictl", "stop", "--timeout", "0", &id])
+        .output()
+        .expect("running cluster.sh crictl");
+    assert!(
+        out.status.success(),
+        "crictl stop {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    step(format!(
+        "crictl stop {id}: the container of {pod} ends as in a crash"
+    ));
+    wait_until(
+        "a new container of app running",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let before = before.restart_count;
+            async move {
+                let p = pods.get(pod).await.map_err(|e| e.to_string())?;
+                match status(&p) {
+                    Some(c)
+                        if c.restart_count > before
+                            && c.state.as_ref().is_some_and(|s| s.running.is_some()) =>
+                    {
+                        Ok(c.restart_count)
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await
 }

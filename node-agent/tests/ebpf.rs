@@ -144,21 +144,16 @@ struct TestCgroup {
 impl TestCgroup {
     fn new(name: &str) -> TestCgroup {
         let mount = cgroup2_mount();
-        let path = mount.join(format!("herdwatch-test-{}-{name}", std::process::id()));
-        // Left over from an aborted run of this same process id: reuse it.
-        if !path.exists() {
-            fs::create_dir(&path)
-                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
-        }
-        let id = fs::metadata(&path)
-            .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-            .ino();
-        TestCgroup { path, id }
+        TestCgroup::at(mount.join(format!("herdwatch-test-{}-{name}", std::process::id())))
     }
 
     /// A cgroup inside this one (a container inside its pod's cgroup). Drop it first.
     fn child(&self, name: &str) -> TestCgroup {
-        let path = self.path.join(name);
+        TestCgroup::at(self.path.join(name))
+    }
+
+    fn at(path: PathBuf) -> TestCgroup {
+        // Left over from an aborted run of this same process id: reuse it.
         if !path.exists() {
             fs::create_dir(&path)
                 .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
