@@ -381,7 +381,10 @@ fn record_gap(
     }
     let note = format!(
         "node {node_name} went without a herdwatch agent for {seconds:.1} s (until {}): {meanwhile}",
-        herdwatch_model::Timestamp(i64::try_from(gap.to_ns / 1_000_000_000).unwrap_or(i64::MAX))
+        herdwatch_api::convert::to_time(herdwatch_model::Timestamp(
+            i64::try_from(gap.to_ns / 1_000_000_000).unwrap_or(i64::MAX)
+        ))
+        .0
     );
     let recorder = Recorder::new(
         client.clone(),
