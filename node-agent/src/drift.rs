@@ -194,6 +194,11 @@ impl DriftProbe {
     /// Whether `exe`, just executed in `container` by one of `pids` (the process, then
     /// others of the container in case it is gone), comes from the image.
     pub fn in_image(&mut self, container: &Arc<str>, pids: &[u32], exe: &str) -> Option<bool> {
+        // A program run from a memfd (the pipeline names it `/memfd:<name>`) was never a
+        // file of the image.
+        if exe.starts_with("/memfd:") {
+            return Some(false);
+        }
         let mounts = self.mounts_of(container, pids)?;
         match locate(&mounts, exe) {
             Location::OtherMount => Some(false),

@@ -287,6 +287,7 @@ pub struct Metrics {
     proc_vanished: Mirrored,
     inherited: Mirrored,
     unrecognised_runtime: Mirrored,
+    exec_paths_cut: Mirrored,
     cgroup_walks: Mirrored,
     evictions: Mirrored,
     exec_sessions: Mirrored,
@@ -353,6 +354,11 @@ impl Metrics {
                 "herdwatch_agent_unrecognised_runtime_total",
                 "Execs that entered a container from a program herdwatch does not know as a container runtime (its set-up may be learned as the workload's; the profile says so).",
             )?,
+            exec_paths_cut: counter(
+                &r,
+                "herdwatch_agent_exec_paths_cut_total",
+                "Execs whose path was longer than the kernel reads (256 bytes): the whole path is read from /proc, or, with the process gone, the cut path is marked so that no exact entry matches it.",
+            )?,
             cgroup_walks: counter(
                 &r,
                 "herdwatch_agent_cgroup_walks_total",
@@ -417,6 +423,7 @@ impl Metrics {
         self.inherited.set_total(stats.inherited);
         self.unrecognised_runtime
             .set_total(stats.unrecognised_runtime);
+        self.exec_paths_cut.set_total(stats.exec_paths_cut);
         self.cgroup_walks.set_total(stats.cgroups.walks);
         self.evictions.set_total(stats.table.evicted);
         self.exec_sessions.set_total(stats.table.exec_sessions);

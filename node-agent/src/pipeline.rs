@@ -9,6 +9,7 @@
 //! are gone before they could be looked up, and containers missing from the pod index are
 //! counted by [`FailureReason`] and the event is passed on with what is known.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +82,8 @@ pub struct PipelineStats {
     pub inherited: u64,
     /// Execs that entered a container from a parent not known as a container runtime.
     pub unrecognised_runtime: u64,
+    /// Execs whose path was longer than the kernel reads (taken whole from /proc).
+    pub exec_paths_cut: u64,
     pub cgroups: ResolverStats,
     pub table: TableStats,
     /// Process table entries.
@@ -454,9 +457,21 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
                     self.stats.unrecognised_runtime += 1;
                 }
                 self.gone.remove(&pid);
-                let exe = escape_bytes(e.filename());
+                let exe = if e.filename_truncated() {
+                    // Longer than the kernel reads: the whole path, as the kernel resolved
+                    // it, from /proc; when the process is gone already, what the kernel read,
+                    // marked as cut, so that no exact entry takes it for another program.
+                    self.stats.exec_paths_cut += 1;
+                    self.proc_source.exe(pid).map_or_else(
+                        || Cow::Owned(format!("{}…", escape_bytes(e.filename()))),
+                        |full| Cow::Owned(full.into_string()),
+                    )
+                } else {
+                    escape_bytes(e.filename())
+                };
                 let cwd = e.working_directory().map(|d| escape_bytes(&d).into_owned());
                 let exe = self.absolute_exe(pid, cgroup_id, &exe, cwd.as_deref());
+                let exe = memfd_exe(&exe, e.real_file_name()).unwrap_or(exe);
                 self.procs.exec(NewProcess {
                     pid,
                     ppid: e.ppid,
@@ -547,9 +562,64 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
     }
 }
 
+/// The name of a program run from a memfd (fileless: `memfd_create`, then an exec of
+/// `/dev/fd/N` or `/proc/self/fd/N`): `/memfd:<name>`, as the kernel shows such a file in
+/// `/proc/<pid>/exe`, rather than the descriptor's path, which says nothing of what ran.
+/// The kernel reports the file's own name, `memfd:<name>`, for every exec. None for any
+/// other exec.
+fn memfd_exe(exe: &str, real_file_name: Option<&[u8]>) -> Option<String> {
+    let name = real_file_name?.strip_prefix(b"memfd:")?;
+    let fd = exe
+        .strip_prefix("/dev/fd/")
+        .or_else(|| exe.strip_prefix("/proc/self/fd/"))
+        .or_else(|| exe.strip_prefix("/proc/thread-self/fd/"))
+        .or_else(|| {
+            let (pid, fd) = exe.strip_prefix("/proc/")?.split_once("/fd/")?;
+            pid.bytes().all(|b| b.is_ascii_digit()).then_some(fd)
+        })?;
+    if fd.is_empty() || !fd.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!(
+        "/memfd:{}",
+        escape_bytes(name).replace('/', "\\x2f")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_run_from_a_memfd_is_named_by_the_memfd() {
+        let memfd = Some(&b"memfd:payload"[..]);
+        for fd_path in [
+            "/dev/fd/3",
+            "/proc/self/fd/3",
+            "/proc/thread-self/fd/12",
+            "/proc/4242/fd/7",
+        ] {
+            assert_eq!(
+                memfd_exe(fd_path, memfd).as_deref(),
+                Some("/memfd:payload"),
+                "{fd_path}"
+            );
+        }
+        assert_eq!(memfd_exe("/usr/bin/x", memfd), None, "not an fd path");
+        assert_eq!(
+            memfd_exe("/dev/fd/3", Some(b"busybox")),
+            None,
+            "a file's descriptor"
+        );
+        assert_eq!(memfd_exe("/dev/fd/3", None), None);
+        assert_eq!(memfd_exe("/proc/x/fd/3", memfd), None);
+        assert_eq!(memfd_exe("/dev/fd/", memfd), None);
+        // A name cannot make the path look like another one.
+        assert_eq!(
+            memfd_exe("/dev/fd/3", Some(b"memfd:../usr/bin/x")).as_deref(),
+            Some("/memfd:..\\x2fusr\\x2fbin\\x2fx")
+        );
+    }
     use crate::cgroup::ResolverConfig;
     use crate::pods::{pod_meta, ContainerKind, ContainerMeta, PodMeta, Workload};
     use crate::proctable::TableConfig;
@@ -684,6 +754,25 @@ mod tests {
         assert_eq!(stats.failures, [0; FailureReason::COUNT]);
         // The shim (the exec's parent) was read from /proc on demand.
         assert_eq!(stats.processes, 2);
+    }
+
+    #[test]
+    fn a_path_longer_than_the_kernel_reads_is_taken_whole_from_proc_or_marked_cut() {
+        let (mut cg, mut proc) = (cgroups(), host_proc());
+        let long = format!("/opt/{}/../../tmp/x", "d".repeat(300));
+        proc.procs.insert(1000, snapshot(1000, SHIM, "/tmp/x", "/"));
+        let mut p = pipeline(&mut cg, &mut proc, None);
+        let now = Instant::now();
+        let exec = synth::exec(1000, SHIM, 0, WEB_CG, 7, long.as_bytes(), b"x\0");
+        let process = p.process(&exec, now).process.unwrap();
+        assert_eq!(&*process.exe, "/tmp/x", "as the kernel resolved it");
+
+        // Gone before /proc was read: the start the kernel read, marked as cut.
+        let exec = synth::exec(1001, SHIM, 0, WEB_CG, 8, long.as_bytes(), b"x\0");
+        let process = p.process(&exec, now).process.unwrap();
+        assert!(process.exe.ends_with('…'), "{}", process.exe);
+        assert!(process.exe.starts_with("/opt/ddd"));
+        assert_eq!(p.stats().exec_paths_cut, 2);
     }
 
     #[test]

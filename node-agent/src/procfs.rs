@@ -54,6 +54,12 @@ pub trait ProcSource {
     /// One process.
     fn read(&mut self, pid: u32) -> Result<ProcSnapshot, ProcReadError>;
 
+    /// Only the executable of a process (escaped), as its `/proc/<pid>/exe` link shows it:
+    /// the whole path, however long.
+    fn exe(&mut self, pid: u32) -> Option<Box<str>> {
+        self.read(pid).ok().map(|s| s.exe).filter(|e| !e.is_empty())
+    }
+
     /// Only the cgroup2 path of a process.
     fn cgroup_path(&mut self, pid: u32) -> Result<Option<String>, ProcReadError> {
         self.read(pid).map(|s| s.cgroup_path)
@@ -70,6 +76,10 @@ pub trait ProcSource {
 impl<P: ProcSource + ?Sized> ProcSource for &mut P {
     fn cwd_in_root(&mut self, pid: u32) -> Option<String> {
         (**self).cwd_in_root(pid)
+    }
+
+    fn exe(&mut self, pid: u32) -> Option<Box<str>> {
+        (**self).exe(pid)
     }
 
     fn pids(&mut self) -> io::Result<Vec<u32>> {
@@ -156,6 +166,15 @@ impl ProcSource for Procfs {
         let root = self.read_link(dir.join("root")).ok()?;
         let cwd = self.read_link(dir.join("cwd")).ok()?;
         path_within(&root, &cwd)
+    }
+
+    fn exe(&mut self, pid: u32) -> Option<Box<str>> {
+        let target = self
+            .read_link(self.root.join(pid.to_string()).join("exe"))
+            .ok()?;
+        Some(Box::from(
+            escape_bytes(target.as_os_str().as_bytes()).as_ref(),
+        ))
     }
 
     fn cgroup_path(&mut self, pid: u32) -> Result<Option<String>, ProcReadError> {

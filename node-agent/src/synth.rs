@@ -6,8 +6,8 @@ use std::io;
 
 use herdwatch_abi::{
     Event, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, IdentityEvent, NetEvent,
-    SyscallEvent, AF_INET, CWD_COMPONENT, CWD_DEPTH, EXEC_ARGV_TRUNCATED, EXEC_FILE_NAME_TRUNCATED,
-    MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
+    SyscallEvent, AF_INET, CWD_COMPONENT, CWD_DEPTH, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
+    EXEC_FILE_NAME_TRUNCATED, MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
 };
 
 use crate::cgroup::{CgroupSource, WalkStats};
@@ -61,7 +61,11 @@ pub fn exec(
         file_name: [0; MAX_FILE_NAME],
         cwd: [[0; CWD_COMPONENT]; CWD_DEPTH],
     };
-    e.filename_len = copy_into(&mut e.filename, filename).0;
+    let (filename_len, filename_cut) = copy_into(&mut e.filename, filename);
+    e.filename_len = filename_len;
+    if filename_cut {
+        e.flags |= EXEC_FILENAME_TRUNCATED;
+    }
     let (len, cut) = copy_into(&mut e.argv, argv);
     e.argv_len = len;
     if cut {

@@ -170,6 +170,11 @@ impl ExecEvent {
         self.flags & EXEC_ARGV_TRUNCATED != 0
     }
 
+    /// The path was longer than the kernel reads ([`MAX_PATH`]): `filename()` is its start.
+    pub fn filename_truncated(&self) -> bool {
+        self.flags & EXEC_FILENAME_TRUNCATED != 0
+    }
+
     /// The kernel sent SIGKILL to this program before it ran.
     pub fn killed_in_kernel(&self) -> bool {
         self.flags & EXEC_KILLED_IN_KERNEL != 0

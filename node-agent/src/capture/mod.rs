@@ -26,7 +26,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use aya::pin::PinError;
 use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, ProgramError};
@@ -37,6 +37,7 @@ use herdwatch_abi::{
     EVENT_KIND_SLOTS, EXE_RULES_MAP, FILE_SEEN_MAP, LOST_MAP, NET_SEEN_MAP, OFFSETS_GLOBAL,
     SYSCALL_CACHE_MAP, SYSCALL_SEEN_MAP,
 };
+use herdwatch_ringbuf::RingReader;
 use pins::PinSet;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -152,9 +153,9 @@ pub enum CaptureError {
 /// The loaded, attached programs and the maps user space reads.
 pub struct Capture {
     /// Polled ring buffer, once `next_batch` has run inside a tokio runtime.
-    polled: Option<AsyncFd<RingBuf<MapData>>>,
+    polled: Option<AsyncFd<RingReader>>,
     /// The ring buffer before that (loading does not need a runtime).
-    ring: Option<RingBuf<MapData>>,
+    ring: Option<RingReader>,
     lost: PerCpuArray<MapData, u64>,
     emitted: PerCpuArray<MapData, u64>,
     enforce: HashMap<MapData, u64, Enforcement>,
@@ -349,7 +350,7 @@ impl Capture {
         let err = |map: &'static str| move |source| CaptureError::Map { map, source };
         Ok(Capture {
             polled: None,
-            ring: Some(RingBuf::try_from(named(EVENTS_MAP)?).map_err(err(EVENTS_MAP))?),
+            ring: Some(ring_reader(named(EVENTS_MAP)?)?),
             lost: PerCpuArray::try_from(named(LOST_MAP)?).map_err(err(LOST_MAP))?,
             emitted: PerCpuArray::try_from(named(EMITTED_MAP)?).map_err(err(EMITTED_MAP))?,
             enforce: HashMap::try_from(named(ENFORCE_MAP)?).map_err(err(ENFORCE_MAP))?,
@@ -482,8 +483,8 @@ impl Capture {
             })?;
             // tokio 1.54 made the safe constructors deprecated in favour of an `unsafe fn`
             // whose contract is that the fd stays open and the same while registered. It
-            // holds here: the RingBuf owns its map fd (aya's MapData holds an OwnedFd) for
-            // as long as the AsyncFd owns the RingBuf, and returns the same fd every time.
+            // holds here: the RingReader owns its map fd (an OwnedFd) for as long as the
+            // AsyncFd owns the reader, and returns the same fd every time.
             // This crate forbids unsafe code, so the deprecated safe wrapper it is.
             #[expect(deprecated, reason = "the I/O-safety contract holds, see above")]
             let registered = AsyncFd::try_with_interest(ring, Interest::READABLE);
@@ -664,23 +665,29 @@ impl ExecRuleMaps for Capture {
 }
 
 /// Drains up to `MAX_BATCH` records; returns (records consumed, whether more may remain).
-fn drain_into(
-    ring: &mut RingBuf<MapData>,
-    out: &mut Vec<Event>,
-    errors: &mut u64,
-) -> (usize, bool) {
-    let mut consumed = 0;
-    while consumed < MAX_BATCH {
-        let Some(item) = ring.next() else {
-            return (consumed, false);
-        };
-        consumed += 1;
-        match decode(&item) {
-            Ok(event) => out.push(event),
-            Err(_) => *errors += 1,
-        }
-    }
-    (consumed, true)
+fn drain_into(ring: &mut RingReader, out: &mut Vec<Event>, errors: &mut u64) -> (usize, bool) {
+    ring.drain(MAX_BATCH, |record| match decode(record) {
+        Ok(event) => out.push(event),
+        Err(_) => *errors += 1,
+    })
+}
+
+/// The reader of the ring buffer map `map`, with a descriptor of its own.
+fn ring_reader(map: Map) -> Result<RingReader, CaptureError> {
+    let error = |source| CaptureError::Map {
+        map: EVENTS_MAP,
+        source,
+    };
+    let Map::RingBuf(data) = map else {
+        return Err(error(MapError::InvalidMapType { map_type: 0 }));
+    };
+    let size = data.info().map_err(error)?.max_entries();
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| error(MapError::IoError(e)))?;
+    RingReader::new(fd, size).map_err(|e| error(MapError::IoError(io::Error::other(e))))
 }
 
 fn sum_per_cpu(
