@@ -257,6 +257,44 @@ async fn a_denied_wget_is_killed_while_no_agent_runs() {
         step(format!(
             "herdwatch_agent_gaps_total{{kernel=\"adopted\"}} {gaps}"
         ));
+        // It reads on from where the ring buffer stood: what the pod does now arrives.
+        let execs_seen = |env: Env, node: String| async move {
+            let text = scrape_agent(&env, &node).await?;
+            Ok::<f64, String>(sum(
+                &parse(&text),
+                "herdwatch_agent_events_total",
+                &[("kind", "exec")],
+            ))
+        };
+        let before = execs_seen(env.clone(), node.clone())
+            .await
+            .unwrap_or_else(|e| panic!("scraping the agent on node {node}: {e}"));
+        let (code, out) = env.exec(&ns, &pod, "app", "true; echo ran");
+        assert!(
+            out.contains("ran"),
+            "an ordinary exec still runs: exit {code}: {out}"
+        );
+        let after = wait_until(
+            "the adopting agent receiving the pod's new execs",
+            Duration::from_secs(30),
+            || {
+                let (env, node) = (env.clone(), node.clone());
+                async move {
+                    let now = execs_seen(env, node).await?;
+                    if now > before {
+                        Ok(now)
+                    } else {
+                        Err(format!(
+                            "herdwatch_agent_events_total{{kind=\"exec\"}} still {now}"
+                        ))
+                    }
+                }
+            },
+        )
+        .await;
+        step(format!(
+            "herdwatch_agent_events_total{{kind=\"exec\"}} {before} -> {after}"
+        ));
         let events = env.kubectl(&[
             "-n",
             HERDWATCH_NAMESPACE,
