@@ -23,15 +23,17 @@ use herdwatch_abi::{
     as_bytes, decode, Event, ACCESS_CREATE, ACCESS_READ, ACCESS_WRITE, IPPROTO_TCP, IPPROTO_UDP,
     NET_CONNECT, NET_UDP_SEND,
 };
-use herdwatch_node_agent::capture::{Capture, CaptureConfig, CaptureError};
-use herdwatch_node_agent::cgroup::{
+use herdwatch_node_agent::attribution::cgroup::{
     find_cgroup2_mount, CgroupResolver, FsCgroupSource, ResolverConfig,
 };
+use herdwatch_node_agent::attribution::pipeline::Pipeline;
+use herdwatch_node_agent::attribution::pods::{
+    ContainerKind, ContainerMeta, PodMeta, PodStore, Workload,
+};
+use herdwatch_node_agent::attribution::procfs::{ProcSnapshot, Procfs};
+use herdwatch_node_agent::attribution::proctable::{ProcessTable, TableConfig};
+use herdwatch_node_agent::capture::{Capture, CaptureConfig, CaptureError};
 use herdwatch_node_agent::metrics::{self, Health, Metrics};
-use herdwatch_node_agent::pipeline::Pipeline;
-use herdwatch_node_agent::pods::{ContainerKind, ContainerMeta, PodMeta, PodStore, Workload};
-use herdwatch_node_agent::procfs::{ProcSnapshot, Procfs};
-use herdwatch_node_agent::proctable::{ProcessTable, TableConfig};
 use herdwatch_node_agent::synth::{self, MemCgroups, MemProc};
 
 const PODS: usize = 110;
@@ -375,7 +377,10 @@ fn host_proc() -> MemProc {
                 start_time_ns: 0,
                 uid: 0,
                 exe: Box::from(exe),
-                argv: herdwatch_node_agent::argv::Argv::from_nul_block(exe.as_bytes(), false),
+                argv: herdwatch_node_agent::attribution::argv::Argv::from_nul_block(
+                    exe.as_bytes(),
+                    false,
+                ),
                 cgroup_path: Some("/".into()),
             },
         );

@@ -38,8 +38,8 @@ use aya::programs::BtfTracePoint;
 use aya::{include_bytes_aligned, Btf, Ebpf, EbpfLoader};
 use clap::{Parser, ValueEnum};
 use herdwatch_abi::EventKind;
+use herdwatch_node_agent::attribution::cgroup::{find_cgroup2_mount, CgroupSource, FsCgroupSource};
 use herdwatch_node_agent::capture::{Capture, CaptureConfig};
-use herdwatch_node_agent::cgroup::{find_cgroup2_mount, CgroupSource, FsCgroupSource};
 use herdwatch_node_agent::evaluate::kernel::{ExecRules, KernelEnforcer};
 
 /// The agent's eBPF object, which also carries the empty benchmark program.

@@ -2,7 +2,7 @@
 //! response, for every event the kernel sends.
 //!
 //! [`Engine::handle`] runs the pipeline on one event, translates the attributed event into
-//! the model's terms ([`crate::translate`]; for an exec, with the drift probe's answer),
+//! the model's terms ([`crate::attribution::translate`]; for an exec, with the drift probe's answer),
 //! records it in the [`Learner`], and judges it with the [`Evaluator`]. Findings (rare) are
 //! turned into an owned [`ViolationContext`] (the process ancestry is read from the process
 //! table once the attribution's borrow ends) and handed to the [`Responder`]. Nothing here
@@ -30,17 +30,19 @@ use herdwatch_model::{Event, Process as ModelProcess, Timestamp};
 
 use tracing::warn;
 
-use crate::cgroup::{parse_cgroup_path, CgroupKind, CgroupSource, ContainerRef};
-use crate::drift::DriftProbe;
+use crate::attribution::cgroup::{parse_cgroup_path, CgroupKind, CgroupSource, ContainerRef};
+use crate::attribution::pipeline::Pipeline;
+use crate::attribution::pods::{PodMeta, PodStore};
+use crate::attribution::procfs::ProcSource;
+use crate::attribution::proctable::ProcessTable;
+use crate::attribution::translate::{
+    kind_parts, model_event, model_process, target, KindParts, ProcessParts,
+};
+use crate::evaluate::drift::DriftProbe;
 use crate::evaluate::kernel::ExecRules;
 use crate::evaluate::{Evaluator, Finding};
 use crate::learn::Learner;
-use crate::pipeline::Pipeline;
-use crate::pods::{PodMeta, PodStore};
-use crate::procfs::ProcSource;
-use crate::proctable::ProcessTable;
 use crate::respond::{ancestry, violation_event, Responder, ViolationContext};
-use crate::translate::{kind_parts, model_event, model_process, target, KindParts, ProcessParts};
 
 /// How long an event of a container no pod claims yet is kept for its pod to appear.
 pub const DEFER_FOR: Duration = Duration::from_secs(30);
@@ -272,7 +274,7 @@ impl Engine {
         learner: &mut Learner,
         container_id: &Arc<str>,
         pod: &PodMeta,
-        container: &crate::pods::ContainerMeta,
+        container: &crate::attribution::pods::ContainerMeta,
         runtime: &str,
         now: Timestamp,
     ) {
@@ -558,13 +560,13 @@ fn ancestors(table: &ProcessTable, pid: u32) -> Vec<herdwatch_api::violation::An
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::argv::Argv;
-    use crate::cgroup::{CgroupResolver, ResolverConfig};
+    use crate::attribution::argv::Argv;
+    use crate::attribution::cgroup::{CgroupResolver, ResolverConfig};
+    use crate::attribution::procfs::ProcSnapshot;
+    use crate::attribution::proctable::{ProcessTable, TableConfig};
     use crate::evaluate::tests::{pod, policy};
     use crate::evaluate::{compile_policies, EvalStore};
     use crate::learn::ObsKey;
-    use crate::procfs::ProcSnapshot;
-    use crate::proctable::{ProcessTable, TableConfig};
     use crate::respond::{ResponderConfig, ResponseMetrics};
     use crate::synth::{self, MemCgroups, MemProc};
     use herdwatch_api::BehaviorViolation;

@@ -24,9 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::attribution::pipeline::{FailureReason, PipelineStats};
+use crate::attribution::pods::PodStore;
 use crate::error::{Error, Result};
-use crate::pipeline::{FailureReason, PipelineStats};
-use crate::pods::PodStore;
 
 const SLOTS: usize = EVENT_KIND_SLOTS as usize;
 

@@ -22,17 +22,17 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::args::{CaptureArgs, ObserveArgs, OutputFormat};
-use crate::argv::escape_bytes;
-use crate::capture::{Capture, CaptureConfig};
-use crate::cgroup::{
+use crate::attribution::argv::escape_bytes;
+use crate::attribution::cgroup::{
     find_cgroup2_mount, Cgroup2Mount, CgroupResolver, FsCgroupSource, ResolverConfig,
 };
+use crate::attribution::pipeline::{Attributed, FailureReason, Pipeline, PipelineStats};
+use crate::attribution::pods::PodStore;
+use crate::attribution::procfs::Procfs;
+use crate::attribution::proctable::{ProcessTable, TableConfig};
+use crate::capture::syscalls;
+use crate::capture::{Capture, CaptureConfig};
 use crate::error::Result;
-use crate::pipeline::{Attributed, FailureReason, Pipeline, PipelineStats};
-use crate::pods::PodStore;
-use crate::procfs::Procfs;
-use crate::proctable::{ProcessTable, TableConfig};
-use crate::syscalls;
 
 const SLOTS: usize = EVENT_KIND_SLOTS as usize;
 /// The header's uid when the kernel does not know it.
@@ -686,8 +686,8 @@ fn render_batch<C, P>(
     batch: &mut Vec<Event>,
     buf: &mut Vec<u8>,
 ) where
-    C: crate::cgroup::CgroupSource,
-    P: crate::procfs::ProcSource,
+    C: crate::attribution::cgroup::CgroupSource,
+    P: crate::attribution::procfs::ProcSource,
 {
     let now = Instant::now();
     let own_pid = std::process::id();
@@ -710,9 +710,9 @@ fn render_batch<C, P>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::argv::Argv;
-    use crate::cgroup::{parse_cgroup_path, CgroupInfo};
-    use crate::proctable::NewProcess;
+    use crate::attribution::argv::Argv;
+    use crate::attribution::cgroup::{parse_cgroup_path, CgroupInfo};
+    use crate::attribution::proctable::NewProcess;
     use herdwatch_abi::*;
 
     const CID: &str = "8d3c2f1b4a5e6d7c8b9a0f1e2d3c4b5a6978877665544332211000ffeeddccbb";

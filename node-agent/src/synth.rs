@@ -10,9 +10,9 @@ use herdwatch_abi::{
     EXEC_FILE_NAME_TRUNCATED, MAX_ARGV, MAX_FILE_NAME, MAX_PATH,
 };
 
-use crate::cgroup::{CgroupSource, WalkStats};
+use crate::attribution::cgroup::{CgroupSource, WalkStats};
+use crate::attribution::procfs::{ProcReadError, ProcSnapshot, ProcSource};
 use crate::error::Result;
-use crate::procfs::{ProcReadError, ProcSnapshot, ProcSource};
 
 /// A header for `kind` from `pid` in `cgroup_id`.
 pub fn header(kind: EventKind, pid: u32, uid: u32, cgroup_id: u64) -> EventHeader {

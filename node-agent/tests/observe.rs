@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use herdwatch_node_agent::cgroup::find_cgroup2_mount;
+use herdwatch_node_agent::attribution::cgroup::find_cgroup2_mount;
 use serde_json::Value;
 
 const POD_UID: &str = "0b5e7d2c-1a2b-4c3d-8e9f-a0b1c2d3e4f5";

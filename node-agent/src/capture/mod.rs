@@ -21,6 +21,7 @@
 mod btf;
 mod offsets;
 pub mod pins;
+pub mod syscalls;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};

@@ -15,6 +15,7 @@
 //! [`kernel`] turns the same per-container answers into the executables the kernel itself
 //! kills at exec, for the containers whose profile or policies ask for process kills.
 
+pub mod drift;
 pub mod kernel;
 pub mod watch;
 
@@ -30,7 +31,7 @@ use herdwatch_model::selector::LabelSelector;
 use herdwatch_model::{BehaviorSet, Event, ProfileIndex, Verdict, Violation};
 use kube::ResourceExt;
 
-use crate::pods::{ContainerMeta, PodMeta};
+use crate::attribution::pods::{ContainerMeta, PodMeta};
 
 use self::kernel::{add_policy_denies, kernel_allow, ExecRules, KernelAllow};
 
@@ -547,7 +548,7 @@ impl Evaluator {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pods::{ContainerKind, Workload};
+    use crate::attribution::pods::{ContainerKind, Workload};
     use herdwatch_api::common::{Behavior, ProcessEntry};
     use herdwatch_api::policy::{ClusterBehaviorPolicySpec, DenyKind, PolicyRule};
     use herdwatch_api::profile::{

@@ -37,8 +37,8 @@ use herdwatch_api::BehaviorObservation;
 use herdwatch_model::sketch::{ReplicaId, WorkloadReplicas};
 use herdwatch_model::{Event, Limits, Observation, Timestamp, WorkloadKey};
 
-use crate::pods::{ContainerMeta, PodMeta};
-use crate::translate::learning_key;
+use crate::attribution::pods::{ContainerMeta, PodMeta};
+use crate::attribution::translate::learning_key;
 
 /// The learning key: workload container and image digest (the node is this agent's).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -541,7 +541,7 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::{ContainerKind, Workload};
+    use crate::attribution::pods::{ContainerKind, Workload};
     use herdwatch_model::Process;
 
     pub(crate) const DIGEST: &str =

@@ -21,9 +21,9 @@ use prometheus::IntCounterVec;
 use tracing::{debug, info, instrument, warn};
 
 use super::Learner;
+use crate::attribution::pods::{PodMeta, PodStore};
 use crate::error::Result;
 use crate::evaluate::Scope;
-use crate::pods::{PodMeta, PodStore};
 
 /// Observations listed per page when seeding.
 const PAGE: u32 = 500;

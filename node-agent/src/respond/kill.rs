@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use rustix::io::Errno;
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
+use crate::attribution::procfs::{parse_stat, NS_PER_TICK};
+use crate::attribution::proctable::same_start;
 use crate::error::{Error, Result};
-use crate::procfs::{parse_stat, NS_PER_TICK};
-use crate::proctable::same_start;
 
 /// Kills one process, identified by pid and start time (ns since boot), so that a reused
 /// pid is never killed.

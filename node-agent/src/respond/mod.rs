@@ -44,10 +44,10 @@ use prometheus::{IntCounter, IntCounterVec};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::attribution::pods::PodMeta;
+use crate::attribution::proctable::{Process, ProcessTable};
+use crate::attribution::translate::KindParts;
 use crate::evaluate::{Finding, Source};
-use crate::pods::PodMeta;
-use crate::proctable::{Process, ProcessTable};
-use crate::translate::KindParts;
 
 use self::kill::ProcessKiller;
 
@@ -652,10 +652,10 @@ impl std::fmt::Debug for Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::argv::Argv;
+    use crate::attribution::argv::Argv;
+    use crate::attribution::proctable::{NewProcess, TableConfig};
     use crate::error::Error;
     use crate::evaluate::tests::pod;
-    use crate::proctable::{NewProcess, TableConfig};
     use crate::synth;
     use herdwatch_model::{RuleRef, Violation};
     use prometheus::Opts;

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::attribution::idhash::IdMap;
 use crate::error::{Error, Result};
-use crate::idhash::IdMap;
 
 /// The container runtime a cgroup path names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::cgroup::{ContainerRef, Runtime};
+use crate::attribution::cgroup::{ContainerRef, Runtime};
 
 /// An owner reference, reduced to what attribution needs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

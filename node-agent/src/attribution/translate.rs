@@ -16,12 +16,12 @@ use herdwatch_abi::{
 use herdwatch_model::net::Protocol;
 use herdwatch_model::{Access, Event, EventKind, Process as ModelProcess, WorkloadKey};
 
-use crate::argv::escape_bytes;
+use crate::attribution::argv::escape_bytes;
+use crate::attribution::pipeline::Attributed;
+use crate::attribution::pods::{ContainerKind, ContainerMeta, PodMeta};
+use crate::attribution::proctable::Process;
+use crate::capture::syscalls;
 use crate::observe::net_addr;
-use crate::pipeline::Attributed;
-use crate::pods::{ContainerKind, ContainerMeta, PodMeta};
-use crate::proctable::Process;
-use crate::syscalls;
 
 /// Owner kinds a BehaviorProfile can target, and so the only workloads worth publishing
 /// observations for (a bare pod, a static pod's `Node` owner or an orphaned ReplicaSet has
@@ -256,9 +256,9 @@ pub fn model_event<'a>(kind: &'a KindParts<'_>, process: ModelProcess<'a>) -> Ev
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::argv::Argv;
-    use crate::pods::Workload;
-    use crate::proctable::{NewProcess, ProcessTable, TableConfig};
+    use crate::attribution::argv::Argv;
+    use crate::attribution::pods::Workload;
+    use crate::attribution::proctable::{NewProcess, ProcessTable, TableConfig};
     use crate::synth;
     use herdwatch_abi::{AF_INET6, NET_ACCEPT};
 

@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::argv::{escape_bytes, Argv};
-use crate::bounded_read::BoundedReader;
+use crate::attribution::argv::{escape_bytes, Argv};
+use crate::attribution::bounded_read::BoundedReader;
 
 /// `/proc/<pid>/stat` starttime is in clock ticks; USER_HZ is 100 in the Linux user ABI on
 /// every architecture the agent supports (include/asm-generic/param.h).

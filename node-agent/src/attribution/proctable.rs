@@ -32,8 +32,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::argv::Argv;
-use crate::idhash::IdMap;
+use crate::attribution::argv::Argv;
+use crate::attribution::idhash::IdMap;
 
 /// Exec events carry `start_boottime` in nanoseconds; /proc gives the same clock in ticks
 /// (10 ms). Two readings of one process's start time differ by less than this.

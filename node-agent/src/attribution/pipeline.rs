@@ -16,13 +16,15 @@ use std::time::Instant;
 
 use herdwatch_abi::{Event, EVENT_KIND_SLOTS};
 
-use crate::argv::{escape_bytes, Argv};
-use crate::cgroup::{CgroupInfo, CgroupKind, CgroupResolver, CgroupSource, ResolverStats};
+use crate::attribution::argv::{escape_bytes, Argv};
+use crate::attribution::cgroup::{
+    CgroupInfo, CgroupKind, CgroupResolver, CgroupSource, ResolverStats,
+};
+use crate::attribution::idhash::{IdMap, IdSet};
+use crate::attribution::pods::{PodAttribution, PodStore};
+use crate::attribution::procfs::{ProcReadError, ProcSnapshot, ProcSource};
+use crate::attribution::proctable::{same_start, NewProcess, Process, ProcessTable, TableStats};
 use crate::error::{Error, Result};
-use crate::idhash::{IdMap, IdSet};
-use crate::pods::{PodAttribution, PodStore};
-use crate::procfs::{ProcReadError, ProcSnapshot, ProcSource};
-use crate::proctable::{same_start, NewProcess, Process, ProcessTable, TableStats};
 
 /// Why an event was not fully attributed. The label values of
 /// `herdwatch_agent_attribution_failures_total`.
@@ -620,9 +622,9 @@ mod tests {
             Some("/memfd:..\\x2fusr\\x2fbin\\x2fx")
         );
     }
-    use crate::cgroup::ResolverConfig;
-    use crate::pods::{pod_meta, ContainerKind, ContainerMeta, PodMeta, Workload};
-    use crate::proctable::TableConfig;
+    use crate::attribution::cgroup::ResolverConfig;
+    use crate::attribution::pods::{pod_meta, ContainerKind, ContainerMeta, PodMeta, Workload};
+    use crate::attribution::proctable::TableConfig;
     use crate::synth::{self, MemCgroups, MemProc};
     use herdwatch_abi::{EventKind, ACCESS_READ, IPPROTO_TCP, NET_ACCEPT, NET_CONNECT};
     use std::time::Duration;
@@ -1038,7 +1040,7 @@ mod tests {
             (child.pid, child.ppid, &*child.exe, child.cgroup_id),
             (1300, 1234, "/bin/httpd", WEB_CG)
         );
-        assert_eq!(child.origin, crate::proctable::Origin::Fork);
+        assert_eq!(child.origin, crate::attribution::proctable::Origin::Fork);
         assert_eq!(child.container.as_deref(), Some(WEB));
         // Its next events find it at once; its exit makes it a tombstone.
         let mut file = synth::file(1300, WEB_CG, b"/etc/localtime", ACCESS_READ);
@@ -1072,7 +1074,7 @@ mod tests {
             Instant::now(),
         );
         let process = a.process.unwrap();
-        assert_eq!(process.origin, crate::proctable::Origin::Proc);
+        assert_eq!(process.origin, crate::attribution::proctable::Origin::Proc);
         assert_eq!(process.container.as_deref(), Some(WEB));
         assert_eq!(process.cgroup_id, WEB_CG);
         assert_eq!(failures(&p, FailureReason::ProcessGone), 0);
