@@ -27,10 +27,10 @@ use core::ptr::addr_of_mut;
 use herdwatch_abi::{
     argv_names, exe_hashes, Enforcement, EventKind, ExeKey, ExeVerdict, ExecEvent, ExitEvent,
     CWD_COMPONENT, CWD_DEPTH, ENFORCE_ALLOW_LIST, ENFORCE_DENY_LIST, ENFORCE_INHERITED,
-    ENFORCE_SPARE_INIT, EXEC_ARGV_TRUNCATED, EXEC_CWD_ROOT, EXEC_FILENAME_TRUNCATED,
-    EXEC_FILE_NAME_TRUNCATED, EXEC_KILLED_IN_KERNEL, EXE_ALLOWED, EXE_DENIED, EXE_DENIED_APPLET,
-    EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL, MAX_ARGV, MAX_FILE_NAME,
-    MAX_PATH,
+    ENFORCE_SPARE_INIT, EXEC_ARGV_TRUNCATED, EXEC_CWD_ROOT, EXEC_EXE_OVERLAY, EXEC_EXE_UPPER,
+    EXEC_FILENAME_TRUNCATED, EXEC_FILE_NAME_TRUNCATED, EXEC_KILLED_IN_KERNEL, EXE_ALLOWED,
+    EXE_DENIED, EXE_DENIED_APPLET, EXE_DENIED_ARGV0, EXE_KEY_NAME, EXE_KEY_PATH, EXE_MULTI_CALL,
+    MAX_ARGV, MAX_FILE_NAME, MAX_PATH, OVERLAYFS_SUPER_MAGIC,
 };
 
 use crate::common::{
@@ -328,6 +328,30 @@ fn enforcement_of(task: usize, cgroup_id: u64) -> (bool, u64, Enforcement) {
     }
 }
 
+/// The file an exec really runs: (inode number, device, `EXEC_EXE_*` layer flags). Its
+/// overlay layer is read from the overlay's own inode (whether it has an upper dentry), so
+/// no path the exec named can hide a file written after the container started.
+#[inline(always)]
+fn exe_identity(bprm: usize) -> (u64, u32, u32) {
+    let Ok(inode) = kread::<usize>(bprm, off!(bprm_file)).and_then(|f| kread(f, off!(file_inode)))
+    else {
+        return (0, 0, 0);
+    };
+    let ino = kread::<u64>(inode, off!(inode_ino)).unwrap_or(0);
+    let Ok(sb) = kread::<usize>(inode, off!(inode_sb)) else {
+        return (ino, 0, 0);
+    };
+    let dev = kread::<u32>(sb, off!(sb_dev)).unwrap_or(0);
+    let mut layer = 0;
+    let upper_at = off!(ovl_upper_from_inode);
+    if upper_at != 0 && kread::<u64>(sb, off!(sb_magic)) == Ok(OVERLAYFS_SUPER_MAGIC) {
+        if let Ok(upper) = kread::<usize>(inode, upper_at) {
+            layer = EXEC_EXE_OVERLAY | if upper != 0 { EXEC_EXE_UPPER } else { 0 };
+        }
+    }
+    (ino, dev, layer)
+}
+
 #[inline(always)]
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
     // SAFETY: sched_process_exec is
@@ -383,6 +407,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), Error> {
             flags |= EXEC_FILE_NAME_TRUNCATED;
         }
         addr_of_mut!((*event).file_name_len).write(file_name_len);
+        let (exe_ino, exe_dev, layer) = exe_identity(bprm);
+        flags |= layer;
+        addr_of_mut!((*event).exe_ino).write(exe_ino);
+        addr_of_mut!((*event).exe_dev).write(exe_dev);
+        addr_of_mut!((*event)._pad_exe).write(0);
         let relative = (*event).filename_len > 0 && (*event).filename[0] != b'/';
         let cwd_depth = if relative {
             match read_working_directory(task, addr_of_mut!((*event).cwd)) {

@@ -184,10 +184,14 @@ impl Engine {
                 if let Some(probe) = &mut self.drift {
                     probe.prime(&c.id, process.pid);
                 }
-                let in_image = match (&kind, &mut self.drift) {
-                    (KindParts::Exec, Some(probe)) => {
-                        probe.in_image(&c.id, &[process.pid, process.ppid], &process.exe)
-                    }
+                let in_image = match &kind {
+                    KindParts::Exec => exec_in_image(
+                        event,
+                        self.drift.as_mut(),
+                        &c.id,
+                        &[process.pid, process.ppid],
+                        &process.exe,
+                    ),
                     _ => None,
                 };
                 let mut parts = ProcessParts::default();
@@ -224,10 +228,14 @@ impl Engine {
         if let Some(probe) = &mut self.drift {
             probe.prime(t.container_id, process.pid);
         }
-        let in_image = match (&kind, &mut self.drift) {
-            (KindParts::Exec, Some(probe)) => {
-                probe.in_image(t.container_id, &[process.pid, process.ppid], &process.exe)
-            }
+        let in_image = match &kind {
+            KindParts::Exec => exec_in_image(
+                event,
+                self.drift.as_mut(),
+                t.container_id,
+                &[process.pid, process.ppid],
+                &process.exe,
+            ),
             _ => None,
         };
         let mut parts = ProcessParts::default();
@@ -520,6 +528,24 @@ impl Engine {
         }
         out
     }
+}
+
+/// Whether an exec's file comes from the container's image: as the kernel saw the file's
+/// overlay layer when it is on one (no path the exec named can hide a file written after
+/// start); otherwise as the drift probe tells it from the container's mounts (another
+/// mount, a memfd: never the image).
+fn exec_in_image(
+    event: &KernelEvent,
+    probe: Option<&mut DriftProbe>,
+    container: &Arc<str>,
+    pids: &[u32],
+    exe: &str,
+) -> Option<bool> {
+    let kernel = match event {
+        KernelEvent::Exec(e) => e.exe_in_image(),
+        _ => None,
+    };
+    kernel.or_else(|| probe.and_then(|p| p.in_image(container, pids, exe)))
 }
 
 /// The container cgroups that hold a live process and still exist, with their container.
@@ -1030,6 +1056,32 @@ mod tests {
             Timestamp(3),
         );
         assert!(engine.kernel_rules(&mut pipeline, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_kernels_overlay_layer_decides_drift_before_any_path() {
+        use herdwatch_abi::{EXEC_EXE_OVERLAY, EXEC_EXE_UPPER};
+        let with_flags = |flags| {
+            let mut e = synth::exec(1000, SHIM, 0, WEB_CG, 1, b"/usr/bin/x", b"x\0");
+            if let KernelEvent::Exec(exec) = &mut e {
+                exec.flags |= flags;
+            }
+            e
+        };
+        let container: Arc<str> = WEB.into();
+        let judge =
+            |flags| exec_in_image(&with_flags(flags), None, &container, &[1000], "/usr/bin/x");
+        assert_eq!(
+            judge(EXEC_EXE_OVERLAY),
+            Some(true),
+            "only in the image's layers"
+        );
+        assert_eq!(
+            judge(EXEC_EXE_OVERLAY | EXEC_EXE_UPPER),
+            Some(false),
+            "written after start"
+        );
+        assert_eq!(judge(0), None, "not on an overlay, and no probe");
     }
 
     #[test]

@@ -983,6 +983,9 @@ mod tests {
             cwd_depth: 0,
             file_name: [0; MAX_FILE_NAME],
             cwd: [[0; CWD_COMPONENT]; CWD_DEPTH],
+            exe_ino: 0,
+            exe_dev: 0,
+            _pad_exe: 0,
         });
         assert!(
             text(&exec, true).ends_with("curl -s http://x/\\xff…"),

@@ -60,6 +60,9 @@ pub fn exec(
         cwd_depth: 0,
         file_name: [0; MAX_FILE_NAME],
         cwd: [[0; CWD_COMPONENT]; CWD_DEPTH],
+        exe_ino: 0,
+        exe_dev: 0,
+        _pad_exe: 0,
     };
     let (filename_len, filename_cut) = copy_into(&mut e.filename, filename);
     e.filename_len = filename_len;

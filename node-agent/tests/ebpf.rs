@@ -2229,3 +2229,141 @@ fn a_new_container_is_judged_by_its_pods_entry_from_its_first_exec() {
     assert!(script.ran());
     drop(restarted);
 }
+
+/// An overlay mount of the test's own (an image's layer below, a writable layer on top),
+/// unmounted when dropped.
+struct TestOverlay {
+    dir: PathBuf,
+    merged: PathBuf,
+}
+
+impl TestOverlay {
+    fn new(name: &str) -> TestOverlay {
+        let dir =
+            std::env::temp_dir().join(format!("herdwatch-overlay-{}-{name}", std::process::id()));
+        let merged = dir.join("merged");
+        let _ = Command::new("umount")
+            .arg(&merged)
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_dir_all(&dir);
+        for sub in ["lower", "upper", "work", "merged"] {
+            fs::create_dir_all(dir.join(sub)).expect("creating the overlay's directories");
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            dir.join("lower").display(),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        // The image's file, in the lower layer before the mount.
+        fs::copy(real_path("/bin/true"), dir.join("lower/from-image")).expect("copying true");
+        let status = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&merged)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting an overlay on {}: {status}",
+            merged.display()
+        );
+        TestOverlay { dir, merged }
+    }
+}
+
+impl Drop for TestOverlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.merged).status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Drift as the kernel sees it: a file only in the image's layer is from the image; one
+/// written in the container (in the writable layer), or changed there, is not, whatever
+/// path runs it.
+#[test]
+fn the_kernel_tells_the_overlay_layer_of_the_file_an_exec_runs() {
+    let mut h = Harness::new();
+    let cgroup = TestCgroup::new("layers");
+    let overlay = TestOverlay::new("layers");
+    let image = overlay.merged.join("from-image");
+    let written = overlay.merged.join("written-later");
+    fs::copy(real_path("/bin/true"), &written).expect("writing a file in the container");
+    let link = overlay.merged.join("link-to-written");
+    std::os::unix::fs::symlink(&written, &link).expect("a symbolic link");
+
+    let path = |p: &Path| p.to_str().expect("UTF-8").to_owned();
+    for p in [&image, &written, &link] {
+        assert!(
+            status_of(&cgroup, &path(p)).success(),
+            "running {}",
+            p.display()
+        );
+    }
+    let layer_of = |h: &mut Harness, p: &Path| {
+        let p = path(p);
+        h.wait_for(&cgroup, &format!("the exec of {p}"), |events| {
+            execs(events).any(|e| e.filename() == p.as_bytes())
+        });
+        let mine = cgroup.events(&h.events);
+        let e = execs(&mine)
+            .find(|e| e.filename() == p.as_bytes())
+            .copied()
+            .unwrap();
+        assert_ne!(e.exe_ino, 0, "the inode of {p}");
+        (e.exe_in_image(), e.exe_ino)
+    };
+    let (from_image, image_ino) = layer_of(&mut h, &image);
+    assert_eq!(from_image, Some(true), "only in the image's layer");
+    assert_eq!(
+        layer_of(&mut h, &image).1,
+        image_ino,
+        "the same file, the same inode"
+    );
+    assert_eq!(
+        layer_of(&mut h, &written).0,
+        Some(false),
+        "written after start"
+    );
+    assert_eq!(
+        layer_of(&mut h, &link).0,
+        Some(false),
+        "a link names the written file: the kernel judges the file, not the path"
+    );
+
+    // Changed in the container: copied up into the writable layer.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&image)
+        .expect("opening the image's file for writing");
+    let changed = fs::read(&image).expect("reading");
+    fs::write(&image, changed).expect("changing the image's file");
+    assert!(status_of(&cgroup, &path(&image)).success());
+    h.settle();
+    let mine = cgroup.events(&h.events);
+    let last = execs(&mine)
+        .filter(|e| e.filename() == path(&image).as_bytes())
+        .last()
+        .copied()
+        .unwrap();
+    assert_eq!(last.exe_in_image(), Some(false), "changed after start");
+    assert_ne!(last.exe_ino, 0);
+
+    // Not on an overlay (a tmpfs, as an emptyDir in memory): the kernel does not tell, and
+    // the drift probe judges by the mounts.
+    let tmpfs = overlay.dir.join("tmpfs");
+    fs::create_dir_all(&tmpfs).expect("creating the tmpfs mount point");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&tmpfs)
+        .status()
+        .expect("running mount");
+    assert!(status.success(), "mounting a tmpfs: {status}");
+    let elsewhere = tmpfs.join("true");
+    fs::copy(real_path("/bin/true"), &elsewhere).expect("copying true");
+    assert!(status_of(&cgroup, &path(&elsewhere)).success());
+    let layer = layer_of(&mut h, &elsewhere).0;
+    let _ = Command::new("umount").arg(&tmpfs).status();
+    assert_eq!(layer, None, "a file on a tmpfs is on no overlay");
+}

@@ -162,6 +162,15 @@ pub const EXEC_KILLED_IN_KERNEL: u32 = 4;
 pub const EXEC_FILE_NAME_TRUNCATED: u32 = 8;
 /// A relative path was exec'd from the process's root directory itself (`cwd_depth` 0).
 pub const EXEC_CWD_ROOT: u32 = 16;
+/// [`ExecEvent::flags`]: the file really run is on an overlay filesystem (a container's
+/// root: the image's layers below, a writable layer on top).
+pub const EXEC_EXE_OVERLAY: u32 = 32;
+/// [`ExecEvent::flags`], with [`EXEC_EXE_OVERLAY`]: the file has a copy in the overlay's
+/// writable layer: it was written, or changed, after the container started (drift). Read
+/// from the overlay's own inode, not from any path the exec named.
+pub const EXEC_EXE_UPPER: u32 = 64;
+/// The filesystem magic of overlayfs (`OVERLAYFS_SUPER_MAGIC`).
+pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
 
 /// A successful execve/execveat (`sched_process_exec`).
 #[repr(C)]
@@ -206,6 +215,11 @@ pub struct ExecEvent {
     /// component first, each NUL-terminated. A CGI server runs `status` from its
     /// directory and the script is done within a millisecond: too soon for /proc.
     pub cwd: [[u8; CWD_COMPONENT]; CWD_DEPTH],
+    /// The file really run, as the kernel holds it: its inode number and its filesystem's
+    /// device (`s_dev`, the kernel's encoding); 0 when they could not be read.
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    pub _pad_exe: u32,
 }
 
 impl ExecEvent {
@@ -347,7 +361,11 @@ const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 24);
 const _: () = assert!(offset_of!(EventHeader, ktime_ns) == 32);
 const _: () = assert!(
     size_of::<ExecEvent>()
-        == 40 + 24 + 16 + MAX_PATH + MAX_ARGV + 8 + MAX_FILE_NAME + CWD_DEPTH * CWD_COMPONENT
+        == 40 + 24 + 16 + MAX_PATH + MAX_ARGV + 8 + MAX_FILE_NAME + CWD_DEPTH * CWD_COMPONENT + 16
+);
+const _: () = assert!(
+    offset_of!(ExecEvent, exe_ino)
+        == 88 + MAX_PATH + MAX_ARGV + MAX_FILE_NAME + CWD_DEPTH * CWD_COMPONENT
 );
 const _: () = assert!(offset_of!(ExecEvent, start_time_ns) == 64);
 const _: () = assert!(offset_of!(ExecEvent, parent_start_time_ns) == 72);
@@ -439,8 +457,19 @@ pub struct KernelOffsets {
     pub upid_size: u32,
     /// `task_struct.group_leader`: a thread's process.
     pub task_group_leader: u32,
+    /// The file an exec runs, to its identity and its layer: `file.f_inode`, `inode.i_ino`,
+    /// `inode.i_sb`, `super_block.s_dev`, `super_block.s_magic`; and, for an overlay
+    /// inode, how far past the VFS inode its upper dentry is kept
+    /// (`ovl_inode.__upperdentry` minus `ovl_inode.vfs_inode`; 0 when the kernel's BTF has
+    /// no overlayfs, and then no layer is told).
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub sb_magic: u32,
+    pub ovl_upper_from_inode: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 45 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 51 * 4);
 
 /// Value of the per-cgroup syscall bitmap map.
 #[repr(C)]

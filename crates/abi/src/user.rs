@@ -170,6 +170,14 @@ impl ExecEvent {
         self.flags & EXEC_ARGV_TRUNCATED != 0
     }
 
+    /// Whether the file really run comes from the container's image, as the kernel saw
+    /// its overlay layer: `Some(false)` when it has a copy in the writable layer (written
+    /// or changed after start), `Some(true)` when it is only in the image's layers, `None`
+    /// when it is not on an overlay (another mount, a memfd) or its layer was not read.
+    pub fn exe_in_image(&self) -> Option<bool> {
+        (self.flags & EXEC_EXE_OVERLAY != 0).then_some(self.flags & EXEC_EXE_UPPER == 0)
+    }
+
     /// The path was longer than the kernel reads ([`MAX_PATH`]): `filename()` is its start.
     pub fn filename_truncated(&self) -> bool {
         self.flags & EXEC_FILENAME_TRUNCATED != 0

@@ -12,6 +12,21 @@ pub enum OffsetsError {
     Btf(#[from] BtfError),
 }
 
+/// How far past an overlay inode's VFS inode its upper dentry is kept; 0 (no layer told)
+/// when the kernel has no overlayfs in its BTF or lays it out otherwise.
+fn overlay_upper(btf: &Btf) -> u32 {
+    let Ok(inode_size) = btf.struct_size("inode") else {
+        return 0;
+    };
+    match (
+        btf.offset_of("ovl_inode", &["vfs_inode"], inode_size),
+        btf.offset_of("ovl_inode", &["__upperdentry"], 8),
+    ) {
+        (Ok(vfs), Ok(upper)) if upper > vfs => upper - vfs,
+        _ => 0,
+    }
+}
+
 /// Resolves every offset the programs use.
 pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
     const PTR: u32 = 8;
@@ -64,5 +79,11 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         upid_nr: o("upid", &["nr"], 4)?,
         upid_size: btf.struct_size("upid")?,
         task_group_leader: o("task_struct", &["group_leader"], PTR)?,
+        file_inode: o("file", &["f_inode"], PTR)?,
+        inode_ino: o("inode", &["i_ino"], 8)?,
+        inode_sb: o("inode", &["i_sb"], PTR)?,
+        sb_dev: o("super_block", &["s_dev"], 4)?,
+        sb_magic: o("super_block", &["s_magic"], 8)?,
+        ovl_upper_from_inode: overlay_upper(btf),
     })
 }
