@@ -19,6 +19,7 @@ const CHART_ALERTS: &[&str] = &[
     "HerdwatchPodKilled",
     "HerdwatchKillRefused",
     "HerdwatchAgentEventsLost",
+    "HerdwatchAgentGap",
     "HerdwatchAttributionFailing",
     "HerdwatchAgentDown",
     "HerdwatchOperatorDown",
