@@ -2058,6 +2058,10 @@ fn pinned_programs_keep_killing_while_no_agent_runs_and_are_adopted() {
     first
         .set_agent_state(AgentState::Heartbeat, 1_000)
         .expect("writing the heartbeat");
+    // As a real agent does, the first one has read events: the ring's positions are far
+    // from zero when the next one adopts it.
+    assert!(status_of(&cgroup, &truth).success());
+    assert_eq!(drained_exec(&mut first, &cgroup, &truth), Some(false));
     drop(first);
 
     // No agent now.
