@@ -222,7 +222,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut tick = tokio::time::interval(args.metrics_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut batch = Vec::with_capacity(4096);
-    let mut proc_timeouts_seen = 0;
     loop {
         health.beat();
         tokio::select! {
@@ -268,12 +267,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     }
                 }
                 metrics.update(&pipeline.stats(), Some(&store));
-                let timeouts = pipeline.proc_source().read_timeouts();
-                if timeouts > proc_timeouts_seen {
-                    warn!(reads = timeouts - proc_timeouts_seen, "reads of /proc took too long and were given up");
-                    metrics.agent().proc_read_timeouts.inc_by(timeouts - proc_timeouts_seen);
-                    proc_timeouts_seen = timeouts;
-                }
                 match (capture.lost_counts(), capture.emitted_counts()) {
                     (Ok(lost), Ok(emitted)) => {
                         let total: u64 = lost.iter().sum();

@@ -120,8 +120,6 @@ pub struct AgentCounters {
     pub agent_gaps: IntCounterVec,
     /// How long those gaps lasted, summed, in seconds.
     pub agent_gap_seconds: IntCounterVec,
-    /// Reads of /proc files that took too long and were given up.
-    pub proc_read_timeouts: IntCounter,
     observations: IntGauge,
     observations_pending: IntGauge,
     observed_events: Mirrored,
@@ -180,11 +178,6 @@ impl AgentCounters {
             agent_gaps.with_label_values(&[kernel]);
             agent_gap_seconds.with_label_values(&[kernel]);
         }
-        let proc_read_timeouts = IntCounter::new(
-            "herdwatch_agent_proc_read_timeouts_total",
-            "Reads of /proc files given up after 250 ms (a process can make reading its own memory slow); the process is judged by what the kernel reported of it.",
-        )?;
-        r.register(Box::new(proc_read_timeouts.clone()))?;
         let dropped = IntCounter::new(
             "herdwatch_agent_violation_writes_dropped_total",
             "Violation record writes that found the writer's queue full (the record is sent again later).",
@@ -199,7 +192,6 @@ impl AgentCounters {
             violation_writes_dropped: dropped,
             agent_gaps,
             agent_gap_seconds,
-            proc_read_timeouts,
             process_kills,
             api_writes,
             watch_errors: vec(
@@ -288,6 +280,7 @@ pub struct Metrics {
     inherited: Mirrored,
     unrecognised_runtime: Mirrored,
     exec_paths_cut: Mirrored,
+    proc_read_timeouts: Mirrored,
     cgroup_walks: Mirrored,
     evictions: Mirrored,
     exec_sessions: Mirrored,
@@ -353,6 +346,11 @@ impl Metrics {
                 &r,
                 "herdwatch_agent_unrecognised_runtime_total",
                 "Execs that entered a container from a program herdwatch does not know as a container runtime (its set-up may be learned as the workload's; the profile says so).",
+            )?,
+            proc_read_timeouts: counter(
+                &r,
+                "herdwatch_agent_proc_read_timeouts_total",
+                "Reads of /proc files given up after 250 ms (a process can make reading its own memory slow); the process is judged by what the kernel reported of it.",
             )?,
             exec_paths_cut: counter(
                 &r,
@@ -424,6 +422,7 @@ impl Metrics {
         self.unrecognised_runtime
             .set_total(stats.unrecognised_runtime);
         self.exec_paths_cut.set_total(stats.exec_paths_cut);
+        self.proc_read_timeouts.set_total(stats.proc_read_timeouts);
         self.cgroup_walks.set_total(stats.cgroups.walks);
         self.evictions.set_total(stats.table.evicted);
         self.exec_sessions.set_total(stats.table.exec_sessions);

@@ -86,6 +86,8 @@ pub struct PipelineStats {
     pub unrecognised_runtime: u64,
     /// Execs whose path was longer than the kernel reads (taken whole from /proc).
     pub exec_paths_cut: u64,
+    /// Reads of /proc given up as too slow.
+    pub proc_read_timeouts: u64,
     pub cgroups: ResolverStats,
     pub table: TableStats,
     /// Process table entries.
@@ -190,17 +192,13 @@ impl<C: CgroupSource, P: ProcSource> Pipeline<C, P> {
         &mut self.cgroups
     }
 
-    /// Where processes are read from.
-    pub fn proc_source(&self) -> &P {
-        &self.proc_source
-    }
-
     pub fn stats(&self) -> PipelineStats {
         PipelineStats {
             cgroups: self.cgroups.stats(),
             table: self.procs.stats(),
             processes: self.procs.len() as u64,
             pods: self.pods.as_ref().map_or(0, |s| s.read(|i| i.len()) as u64),
+            proc_read_timeouts: self.proc_source.read_timeouts(),
             ..self.stats
         }
     }

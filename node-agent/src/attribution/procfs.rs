@@ -60,6 +60,11 @@ pub trait ProcSource {
         self.read(pid).ok().map(|s| s.exe).filter(|e| !e.is_empty())
     }
 
+    /// Reads given up as too slow, since the start (sources that cannot be slow: 0).
+    fn read_timeouts(&self) -> u64 {
+        0
+    }
+
     /// Only the cgroup2 path of a process.
     fn cgroup_path(&mut self, pid: u32) -> Result<Option<String>, ProcReadError> {
         self.read(pid).map(|s| s.cgroup_path)
@@ -80,6 +85,10 @@ impl<P: ProcSource + ?Sized> ProcSource for &mut P {
 
     fn exe(&mut self, pid: u32) -> Option<Box<str>> {
         (**self).exe(pid)
+    }
+
+    fn read_timeouts(&self) -> u64 {
+        (**self).read_timeouts()
     }
 
     fn pids(&mut self) -> io::Result<Vec<u32>> {
@@ -116,12 +125,6 @@ impl Procfs {
             root: root.into(),
             reader: BoundedReader::new(READ_TIMEOUT),
         }
-    }
-
-    /// Reads that took longer than [`READ_TIMEOUT`] (or were refused while too many were
-    /// stuck), since the start.
-    pub fn read_timeouts(&self) -> u64 {
-        self.reader.timeouts()
     }
 
     fn read_file(&self, dir: &Path, name: &str) -> Result<Vec<u8>, ProcReadError> {
@@ -166,6 +169,12 @@ impl ProcSource for Procfs {
         let root = self.read_link(dir.join("root")).ok()?;
         let cwd = self.read_link(dir.join("cwd")).ok()?;
         path_within(&root, &cwd)
+    }
+
+    /// Reads that took longer than [`READ_TIMEOUT`] (or were refused while too many were
+    /// stuck).
+    fn read_timeouts(&self) -> u64 {
+        self.reader.timeouts()
     }
 
     fn exe(&mut self, pid: u32) -> Option<Box<str>> {

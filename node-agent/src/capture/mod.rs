@@ -435,27 +435,28 @@ impl Capture {
     /// the executable keys of its generation. An agent that adopted the maps starts from
     /// this rather than from nothing.
     pub fn enforcement(&self) -> Result<Vec<(u64, Enforcement, Vec<ExeKey>)>, CaptureError> {
-        let mut cgroups: Vec<(u64, Enforcement, Vec<ExeKey>)> = Vec::new();
+        // (cgroup, generation) → its keys: one pass over each map, however many rules.
+        let mut cgroups: std::collections::HashMap<(u64, u32), (Enforcement, Vec<ExeKey>)> =
+            std::collections::HashMap::new();
         for entry in self.enforce.iter() {
             let (cgroup_id, enforcement) = entry.map_err(|source| CaptureError::Map {
                 map: ENFORCE_MAP,
                 source,
             })?;
-            cgroups.push((cgroup_id, enforcement, Vec::new()));
+            cgroups.insert(
+                (cgroup_id, enforcement.generation),
+                (enforcement, Vec::new()),
+            );
         }
-        for key in self.exe_rules.keys() {
-            let key = key.map_err(|source| CaptureError::Map {
-                map: EXE_RULES_MAP,
-                source,
-            })?;
-            if let Some((_, _, keys)) = cgroups
-                .iter_mut()
-                .find(|(id, e, _)| *id == key.cgroup_id && e.generation == key.generation)
-            {
+        for key in self.exe_rule_keys()? {
+            if let Some((_, keys)) = cgroups.get_mut(&(key.cgroup_id, key.generation)) {
                 keys.push(key);
             }
         }
-        Ok(cgroups)
+        Ok(cgroups
+            .into_iter()
+            .map(|((cgroup_id, _), (enforcement, keys))| (cgroup_id, enforcement, keys))
+            .collect())
     }
 
     /// Every executable key in the kernel, of any generation.

@@ -176,6 +176,13 @@ impl PinSet {
 
     /// The sets under `root` other than `own`: those of earlier agents.
     pub fn others(root: &Path, own: &PinSet) -> io::Result<Vec<PinSet>> {
+        let mut sets = PinSet::all(root)?;
+        sets.retain(|set| set != own);
+        Ok(sets)
+    }
+
+    /// Every set under `root`, in order of their ids.
+    pub fn all(root: &Path) -> io::Result<Vec<PinSet>> {
         let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -184,7 +191,7 @@ impl PinSet {
         let mut sets = Vec::new();
         for entry in entries {
             let entry = entry?;
-            if entry.file_type()?.is_dir() && entry.path() != own.dir {
+            if entry.file_type()?.is_dir() {
                 sets.push(PinSet { dir: entry.path() });
             }
         }
@@ -250,7 +257,7 @@ impl AgentGap {
 
 /// Removes every set under `root`, and `root` itself; returns how many sets there were.
 pub fn remove_all(root: &Path) -> io::Result<usize> {
-    let sets = PinSet::others(root, &PinSet::new(root, ""))?;
+    let sets = PinSet::all(root)?;
     for set in &sets {
         set.remove()?;
     }
